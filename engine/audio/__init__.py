@@ -1,0 +1,1 @@
+"""Audio front-end: input decoding/resampling, encoders, frame alignment, streaming and VAD."""
