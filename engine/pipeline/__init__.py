@@ -1,0 +1,1 @@
+"""Putting the stages together: schedules, offline rendering and (later) the live scheduler."""
