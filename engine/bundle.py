@@ -195,9 +195,7 @@ def _official_encoder_state(
     """VAE encoder: from the checkpoint if present, else the diffusers SVD VAE folder."""
     if any(k.startswith("first_stage_model.encoder.") for k in kf_state):
         return {k[len("first_stage_model.") :]: v for k, v in kf_state.items() if ".encoder." in k}
-    candidates = sorted(vae_dir.glob("diffusion_pytorch_model*.safetensors")) + sorted(
-        vae_dir.glob("*.bin")
-    )
+    candidates = sorted(vae_dir.glob("diffusion_pytorch_model*.safetensors")) + sorted(vae_dir.glob("*.bin"))
     if not candidates:
         raise WeightsError(
             f"{vae_dir}: the SVD VAE (diffusers format, diffusion_pytorch_model*.safetensors) "

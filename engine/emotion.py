@@ -52,15 +52,11 @@ class Emotion:
         try:
             return cls(*PRESETS[name.strip().lower()])
         except KeyError:
-            raise InputError(
-                f"unknown emotion {name!r}; choose one of: {', '.join(sorted(PRESETS))}"
-            ) from None
+            raise InputError(f"unknown emotion {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
 
     def accentuated(self, factor: float = 1.5) -> Emotion:
         """Scale both axes and clip to [-1, 1]."""
-        return Emotion(
-            max(-1.0, min(1.0, self.valence * factor)), max(-1.0, min(1.0, self.arousal * factor))
-        )
+        return Emotion(max(-1.0, min(1.0, self.valence * factor)), max(-1.0, min(1.0, self.arousal * factor)))
 
 
 def parse_emotion(spec: str) -> Emotion:

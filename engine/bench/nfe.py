@@ -49,8 +49,14 @@ def nfe_inputs(config: StageConfig, clips: int, frames: int, latent: int, device
 
 
 def time_nfe(
-    config: StageConfig, device: torch.device, dtype: torch.dtype, frames: int, latent: int,
-    clips: int = 1, repeat: int = 10, warmup: int = 2,
+    config: StageConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    frames: int,
+    latent: int,
+    clips: int = 1,
+    repeat: int = 10,
+    warmup: int = 2,
 ) -> list[float]:
     """Seconds per call, ``repeat`` measurements, random weights."""
     torch.manual_seed(0)
@@ -78,13 +84,13 @@ def run_nfe(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     dtype = parse_dtype(args.dtype)
     stages = ["keyframe", "interpolation"] if args.stage == "both" else [args.stage]
-    print(f"device={device} dtype={args.dtype} frames={args.frames} clips={args.clips} "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"device={device} dtype={args.dtype} frames={args.frames} clips={args.clips} threads={torch.get_num_threads()}"
+    )
     print(f"{'stage':<14}{'size':<6}{'latent':>7}{'median ms':>12}{'min ms':>10}")
     for stage in stages:
         config = SIZES[args.size][stage]()
         latent = args.latent or config.latent_size
         times = time_nfe(config, device, dtype, args.frames, latent, args.clips, args.repeat, args.warmup)
-        print(f"{stage:<14}{args.size:<6}{latent:>7}{statistics.median(times) * 1e3:>12.2f}"
-              f"{min(times) * 1e3:>10.2f}")
+        print(f"{stage:<14}{args.size:<6}{latent:>7}{statistics.median(times) * 1e3:>12.2f}{min(times) * 1e3:>10.2f}")
     return 0

@@ -35,9 +35,7 @@ class Conditioning:
 
     def unconditional(self) -> Conditioning:
         """KeyFace's ``uc``: identity and audio outputs zeroed, emotion kept."""
-        return replace(
-            self, concat=torch.zeros_like(self.concat), crossattn=torch.zeros_like(self.crossattn)
-        )
+        return replace(self, concat=torch.zeros_like(self.concat), crossattn=torch.zeros_like(self.crossattn))
 
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:

@@ -20,15 +20,11 @@ class KeyframeNetwork(nn.Module):
         super().__init__()
         self.diffusion_model = VideoUNet(config)
 
-    def forward(
-        self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int) -> torch.Tensor:
         concat = cond.concat.to(x.dtype).repeat_interleave(num_frames, dim=0)
         unet_in = torch.cat([x, concat], dim=1)
         indicator = torch.zeros(cond.num_clips, num_frames, device=x.device)
-        return self.diffusion_model(
-            unet_in, c_noise, cond.crossattn, cond.vector, num_frames, indicator
-        )
+        return self.diffusion_model(unet_in, c_noise, cond.crossattn, cond.vector, num_frames, indicator)
 
 
 class InterpolationNetwork(nn.Module):
@@ -52,9 +48,7 @@ class InterpolationNetwork(nn.Module):
         frames = torch.cat([x.reshape(b, num_frames, -1, h, w), cond, mask], dim=2)
         return frames.reshape(b * num_frames, -1, h, w)
 
-    def forward(
-        self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int) -> torch.Tensor:
         unet_in = self.build_input(x, cond.concat, num_frames)
         indicator = torch.zeros(cond.num_clips, num_frames, device=x.device)
         return self.diffusion_model(unet_in, c_noise, cond.crossattn, None, num_frames, indicator)

@@ -72,9 +72,7 @@ class KeyFaceStage(nn.Module):
                 out[f"conditioner.embedders.{idx}.linear." + key.split("linear.", 1)[1]] = value
         return out
 
-    def forward(
-        self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int) -> torch.Tensor:
         return self.network(x, c_noise, cond, num_frames)
 
 
@@ -95,7 +93,7 @@ def load_bad_network(
             return "diffusion_model." + key.split("diffusion_model.", 1)[1]
         if key.endswith("learned_mask"):
             return "learned_mask"
-        return None if key.startswith(IGNORED_PREFIXES + ("conditioner.",)) else key
+        return None if key.startswith((*IGNORED_PREFIXES, "conditioner.")) else key
 
     load_strict(network, state, source, rename, dtype)
     return network.to(device)

@@ -143,9 +143,7 @@ class SpatialVideoTransformer(nn.Module):
         self.channels = channels
         self.norm = nn.GroupNorm(32, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
-        self.transformer_blocks = nn.ModuleList(
-            [BasicTransformerBlock(inner, heads, dim_head, context_dim)]
-        )
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(inner, heads, dim_head, context_dim)])
         self.time_stack = nn.ModuleList([VideoTransformerBlock(inner, heads, dim_head, context_dim)])
         self.time_pos_embed = nn.Sequential(
             nn.Linear(channels, 4 * channels), nn.SiLU(), nn.Linear(4 * channels, channels)
@@ -222,9 +220,7 @@ class VideoUNet(nn.Module):
             heads = ch // config.num_head_channels
             return SpatialVideoTransformer(ch, heads, config.num_head_channels, config.context_dim)
 
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(nn.Conv2d(config.in_channels, mc, 3, padding=1))]
-        )
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(config.in_channels, mc, 3, padding=1))])
         skip_channels = [mc]
         ch, ds = mc, 1
         for level, mult in enumerate(config.channel_mult):
@@ -256,13 +252,9 @@ class VideoUNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(
-            group_norm(ch), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1)
-        )
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
 
-    def embed(
-        self, timesteps: torch.Tensor, audio: torch.Tensor, y: torch.Tensor | None
-    ) -> torch.Tensor:
+    def embed(self, timesteps: torch.Tensor, audio: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Time embedding plus ``label_emb(y ‖ audio)`` (audio = one vector per frame)."""
         dtype = self.time_embed[0].weight.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))

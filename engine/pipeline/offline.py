@@ -77,9 +77,7 @@ class OfflineRenderer:
             ("interpolation", interpolation_audio, bundle.interpolation.config.audio.audio_dim),
         ):
             if audio.dim() != 3 or audio.shape[1] != 2 or audio.shape[2] != dim:
-                raise InputError(
-                    f"{name} audio embeddings must be (frames, 2, {dim}), got {tuple(audio.shape)}"
-                )
+                raise InputError(f"{name} audio embeddings must be (frames, 2, {dim}), got {tuple(audio.shape)}")
         self.bundle = bundle
         self.settings = settings or RenderSettings()
         self.plan = KeyFacePlan(num_frames)

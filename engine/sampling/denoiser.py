@@ -15,9 +15,7 @@ class NetworkFn(Protocol):
     ``x`` (b·t, 4, h, w) is already multiplied by c_in; returns the raw v-prediction.
     """
 
-    def __call__(
-        self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int
-    ) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int) -> torch.Tensor: ...
 
 
 def _col(v: torch.Tensor) -> torch.Tensor:
@@ -44,13 +42,11 @@ def denoise(
     c_noise = 0.25 * sigma.log()
     x_in = x * _col(c_in)
     clips = cond.num_clips
-    step = clips if not max_clips_per_call else max_clips_per_call
+    step = max_clips_per_call or clips
     outs = []
     for start in range(0, clips, step):
         stop = min(start + step, clips)
         rows = slice(start * num_frames, stop * num_frames)
-        outs.append(
-            network(x_in[rows], c_noise[rows], cond.clips(start, stop, num_frames), num_frames)
-        )
+        outs.append(network(x_in[rows], c_noise[rows], cond.clips(start, stop, num_frames), num_frames))
     out = torch.cat(outs).to(x.dtype)
     return x * _col(c_skip) + out * _col(c_out)

@@ -13,14 +13,18 @@ AYS_BASE = (700.0, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034
 def ays_sigmas(num_steps: int = 10) -> torch.Tensor:
     """AYS sigmas (float64, descending, with a trailing 0).
 
-    ``num_steps`` ≤ 11 gives the 11 base levels (KeyFace's ``num_steps: 10`` means 11 Euler
-    updates); more steps are log-linearly interpolated over the base list.
+    ``num_steps`` 10 or 11 gives the 11 base levels (KeyFace's ``num_steps: 10`` means 11 Euler
+    updates, as in the reference); other counts log-linearly resample the base list to
+    ``num_steps`` levels (the reference refuses fewer than 10; few-step distilled models need
+    them), and 1 step is σ_max alone.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
     base = torch.tensor(AYS_BASE, dtype=torch.float64)
-    if num_steps <= len(AYS_BASE):
+    if num_steps in (10, 11):
         sigmas = base
+    elif num_steps == 1:
+        sigmas = base[:1]
     else:
         log_asc = torch.log(base.flip(0))
         xs = torch.linspace(0, 1, len(AYS_BASE), dtype=torch.float64)

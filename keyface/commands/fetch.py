@@ -9,10 +9,22 @@ from engine.errors import KeyFaceError
 
 DOWNLOADS = (
     # (hub repo, files or None for a snapshot, subfolder in the weights folder)
-    ("toninio19/keyface", ["keyframe.pt", "interpolation.pt", "interpolation_bad.pt",
-                           "WavLM-Base+.pt", "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"], ""),
-    ("stabilityai/stable-video-diffusion-img2vid", ["vae/config.json",
-                                                    "vae/diffusion_pytorch_model.fp16.safetensors"], ""),
+    (
+        "toninio19/keyface",
+        [
+            "keyframe.pt",
+            "interpolation.pt",
+            "interpolation_bad.pt",
+            "WavLM-Base+.pt",
+            "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",
+        ],
+        "",
+    ),
+    (
+        "stabilityai/stable-video-diffusion-img2vid",
+        ["vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors"],
+        "",
+    ),
     ("facebook/wav2vec2-base-960h", None, "wav2vec2-base-960h"),
 )
 

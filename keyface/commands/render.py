@@ -49,8 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--emotion",
         action="append",
         metavar="NAME|V,A",
-        help="emotion preset (happy, sad, calm, …) or 'valence,arousal'; repeat for a transition "
-        "over the video",
+        help="emotion preset (happy, sad, calm, …) or 'valence,arousal'; repeat for a transition over the video",
     )
     emo.add_argument("--valence", type=float, help="valence in [-1, 1]")
     emo.add_argument("--arousal", type=float, help="arousal in [-1, 1]")
@@ -99,9 +98,7 @@ def run(args: argparse.Namespace) -> int:
         autocast=autocast,
     )
     with torch.inference_mode():
-        renderer = OfflineRenderer(
-            bundle, identity, kf_audio, ip_audio, emotions, num_frames, settings
-        )
+        renderer = OfflineRenderer(bundle, identity, kf_audio, ip_audio, emotions, num_frames, settings)
         with tqdm(total=renderer.total_steps(), unit="step", desc="rendering") as bar:
             renderer.progress = bar.update
             written = write_mp4(args.out, renderer.frames(), audio=wave)
