@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..backends import Backend, default_backend_name, load_backend
 from ..bundle import ModelBundle
 from ..errors import InputError
 from ..models.conditioning import Conditioning, anchor_concat, emotion_embedding, identity_concat
@@ -36,6 +37,8 @@ class RenderSettings:
     """Interpolation segments sampled together (bounded memory)."""
     autocast: torch.dtype | None = None
     """Sample under ``torch.autocast`` with this dtype (the reference: CUDA fp16)."""
+    backend: str | None = None
+    """Inference backend: torch, ort or trt (None: ``$KEYFACE_BACKEND``, else torch)."""
 
 
 def identity_latent(bundle: ModelBundle, image: torch.Tensor) -> torch.Tensor:
@@ -69,6 +72,7 @@ class OfflineRenderer:
         num_frames: int,
         settings: RenderSettings | None = None,
         progress: ProgressFn | None = None,
+        backend: Backend | None = None,
     ) -> None:
         if num_frames < 1:
             raise InputError("the audio is too short: at least one video frame (40 ms) is needed")
@@ -90,6 +94,11 @@ class OfflineRenderer:
         self.identity = identity.to(self.device)
         self.progress = progress or (lambda n: None)
         self.generator = torch.Generator(device="cpu").manual_seed(self.settings.seed)
+        name = self.settings.backend or default_backend_name()
+        if backend is None and name != "torch":
+            backend = load_backend(name, bundle)
+        self.backend = backend
+        """None: the bundle's PyTorch modules directly (the default)."""
 
     # -- work accounting (for progress bars) --------------------------------------------------
 
@@ -121,12 +130,16 @@ class OfflineRenderer:
 
     def _keyframe_guider(self) -> Guider:
         s = self.bundle.sampling
+        if self.backend is not None:
+            return self.backend.keyframe_guider(s, self.plan.window)
         if s.keyframe_guidance == "none":
             return PlainGuider(self.bundle.keyframe)
         return AudioRefGuider(self.bundle.keyframe, s.audio_scale, s.ref_scale)
 
     def _interpolation_guider(self) -> Guider:
         s = self.bundle.sampling
+        if self.backend is not None:
+            return self.backend.interpolation_guider(s, self.plan.window, self.settings.segments_per_call)
         if s.interpolation_guidance == "none" or self.bundle.bad is None:
             return PlainGuider(self.bundle.interpolation)
         return AutoGuider(
@@ -172,7 +185,8 @@ class OfflineRenderer:
         """Stored-space latents → float RGB in [0, 1], (n, H, W, 3), one frame per decoder call."""
         vae = self.bundle.vae
         with torch.no_grad():
-            image = vae.decode(vae.unscale_latent(latents.to(self.dtype)), frames_per_call=1)
+            z = vae.unscale_latent(latents.to(self.dtype))
+            image = self.backend.decode(z) if self.backend else vae.decode(z, frames_per_call=1)
         return vae.to_unit_range(image.float()).permute(0, 2, 3, 1).cpu()
 
     # -- the schedule ---------------------------------------------------------------------------
