@@ -157,12 +157,17 @@ def test_beats_from_safetensors_and_shared_bias() -> None:
     torch.testing.assert_close(enc.encode_reference(ref["case1.waveform"]), ref["case1.per_frame"], **BEATS_TOL)
 
 
-def test_beats_short_clips(features: KeyFaceAudioFeatures) -> None:
-    """Below 6 frames the reference has no fbank patch; we zero-pad and still return F frames."""
+def test_short_clips(features: KeyFaceAudioFeatures) -> None:
+    """Below 6 frames the BEATs reference has no fbank patch; we zero-pad and still return F frames."""
     for frames in (1, 2, 3, 5, 6):
         out = features.beats.encode(torch.randn(frames * 640 - 7) * 0.1)
         assert out.shape == (frames, 2, 64) and torch.isfinite(out).all()
     assert features.beats.encode(torch.zeros(0)).shape == (0, 2, 64)
+    for enc in (features.wavlm, features.wav2vec2):
+        assert enc.encode(torch.zeros(0)).shape == (0, 2, 64)
+        for n in (1, 640, 700):
+            out = enc.encode(torch.randn(n) * 0.1)
+            assert out.shape == (num_frames(n), 2, 64) and torch.isfinite(out).all()
 
 
 # --------------------------------------------------------------------------------------- wav2vec2
@@ -264,6 +269,10 @@ def test_malformed_weights(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(WeightsError, match="unreadable"):
         BEATsEncoder.from_path(garbage)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((AUDIO / "beats_tiny.pt").read_bytes()[:100_000])
+    with pytest.raises(WeightsError, match="unreadable"):
+        BEATsEncoder.from_path(truncated)
     no_cfg = tmp_path / "no_cfg.pt"
     torch.save({"model": {}}, no_cfg)
     with pytest.raises(WeightsError, match="'cfg' and 'model'"):

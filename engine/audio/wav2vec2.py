@@ -35,8 +35,9 @@ def split_sizes(total: int, min_last: int = SPLIT_SAMPLES) -> list[int]:
 
 
 def normalize(wave: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit (unbiased) variance over the whole clip, epsilon 1e-7."""
-    return (wave - wave.mean()) / torch.sqrt(wave.var() + 1e-7)
+    """Zero mean, unit (unbiased) variance over the whole clip, epsilon 1e-7 (a 1-sample clip → 0)."""
+    var = wave.var() if wave.numel() > 1 else wave.new_zeros(())
+    return (wave - wave.mean()) / torch.sqrt(var + 1e-7)
 
 
 def convert_hub_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
