@@ -289,6 +289,12 @@ def test_malformed_weights(tmp_path: Path) -> None:
     torch.save(beats, broken)
     with pytest.raises(WeightsError, match="unexpected 1 tensor"):
         BEATsEncoder.from_path(broken)
+    cfg = dict(meta("beats_tiny")["cfg"])
+    del cfg["relative_position_embedding"]  # the original default (False) then applies
+    with pytest.raises(WeightsError, match="relative_position_embedding=False"):
+        BEATsEncoder.from_original(cfg, load_file(str(AUDIO / "beats_tiny.safetensors")))
+    with pytest.raises(WeightsError, match="conv_feature_layers"):
+        WavLMEncoder.from_original({**meta("wavlm_tiny")["cfg"], "conv_feature_layers": "__import__('os')"}, {})
     folder = wav2vec2_dir(tmp_path / "w2v")
     (folder / "model.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(WeightsError, match="unreadable"):

@@ -20,7 +20,7 @@ from torch import nn
 from engine.audio.alignment import nearest_per_frame, num_frames, pad_to_frames
 from engine.audio.base import SAMPLES_PER_FRAME
 from engine.audio.fbank import kaldi_fbank
-from engine.audio.weights import load_strict, original_checkpoint
+from engine.audio.weights import build_loaded, original_checkpoint
 from engine.errors import WeightsError
 
 BEATS_FILE = "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt"
@@ -32,9 +32,10 @@ MIN_FRAMES = 6  # shortest even clip giving one 16-row fbank patch (4·6 − 2 =
 
 @dataclass
 class BEATsConfig:
-    """The fields of the original ``BEATsConfig`` that shape the network (unknown keys ignored)."""
+    """The fields of the original ``BEATsConfig`` that shape the network, with its defaults
+    (which apply to fields a checkpoint's cfg omits; unknown keys are ignored)."""
 
-    input_patch_size: int = 16
+    input_patch_size: int = -1
     embed_dim: int = 512
     conv_bias: bool = False
     encoder_layers: int = 12
@@ -43,14 +44,14 @@ class BEATsConfig:
     encoder_attention_heads: int = 12
     activation_fn: str = "gelu"
     layer_norm_first: bool = False
-    deep_norm: bool = True
+    deep_norm: bool = False
     conv_pos: int = 128
     conv_pos_groups: int = 16
-    relative_position_embedding: bool = True
+    relative_position_embedding: bool = False
     num_buckets: int = 320
-    max_distance: int = 800
-    gru_rel_pos: bool = True
-    finetuned_model: bool = True
+    max_distance: int = 1280
+    gru_rel_pos: bool = False
+    finetuned_model: bool = False
     predictor_class: int = 527
 
     @classmethod
@@ -64,6 +65,8 @@ class BEATsConfig:
                 f"relative_position_embedding={config.relative_position_embedding}, "
                 f"gru_rel_pos={config.gru_rel_pos})"
             )
+        if config.input_patch_size <= 0:
+            raise WeightsError(f"{WHAT}: cfg needs a positive input_patch_size (got {config.input_patch_size})")
         if config.activation_fn != "gelu":
             raise WeightsError(f"{WHAT}: unsupported activation_fn {config.activation_fn!r}")
         return config
@@ -77,7 +80,8 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int) 
     buckets = (rel > 0).long() * half
     rel = rel.abs()
     exact = half // 2
-    large = exact + (torch.log(rel.float() / exact) / math.log(max_distance / exact) * (half - exact)).long()
+    scaled = torch.log(rel.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+    large = exact + (scaled * (half - exact)).long()
     large = large.clamp(max=half - 1)
     return buckets + torch.where(rel < exact, rel, large)
 
@@ -93,7 +97,7 @@ class WeightNormConv1d(nn.Module):
         self.groups = groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch._weight_norm(self.weight_v, self.weight_g, 2)
+        weight = self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
         return F.conv1d(x, weight, self.bias, padding=weight.shape[-1] // 2, groups=self.groups)
 
 
@@ -220,9 +224,8 @@ class BEATsEncoder(nn.Module):
     @classmethod
     def from_original(cls, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> BEATsEncoder:
         """Build from an original ``cfg`` dict and state dict."""
-        model = BEATs(BEATsConfig.from_dict(cfg))
-        load_strict(model, state, WHAT)
-        return cls(model)
+        config = BEATsConfig.from_dict(cfg)
+        return cls(build_loaded(lambda: BEATs(config), state, WHAT))
 
     @classmethod
     def from_path(cls, path: str | Path, trust_pickle: bool = False) -> BEATsEncoder:
@@ -259,6 +262,18 @@ class BEATsEncoder(nn.Module):
         return self.encode_reference(wave)[: num_frames(wave.shape[-1])]
 
 
+CPT2_CONFIG: dict[str, Any] = {
+    "input_patch_size": 16,
+    "deep_norm": True,
+    "relative_position_embedding": True,
+    "max_distance": 800,
+    "gru_rel_pos": True,
+    "finetuned_model": True,
+    "layer_wise_gradient_decay_ratio": 0.6,
+}
+"""The cpt2 ``cfg`` as transcribed (fixture README §1.7); other fields at their defaults."""
+
+
 def random_beats(cfg: dict[str, Any] | None = None) -> BEATsEncoder:
     """A randomly initialised BEATs encoder (cpt2 size by default), for timing."""
-    return BEATsEncoder(BEATs(BEATsConfig.from_dict(cfg or {})))
+    return BEATsEncoder(BEATs(BEATsConfig.from_dict(cfg or CPT2_CONFIG)))

@@ -141,12 +141,11 @@ class StreamingExtractor:
             self._pending.append(samples)
             self._received += samples.numel()
         out = []
-        ahead = self.config.lookahead_frames
-        while ahead is not None:
+        if self.config.lookahead_frames is not None:  # else nothing is final before flush()
             start, end = self.config.window(self._block)
-            if end * SAMPLES_PER_FRAME > self._received:
-                break
-            out.append(self._run_block(start, end))
+            while end * SAMPLES_PER_FRAME <= self._received:
+                out.append(self._run_block(start, end))
+                start, end = self.config.window(self._block)
         return torch.cat(out) if out else _empty(self.encoder)
 
     def flush(self) -> torch.Tensor:

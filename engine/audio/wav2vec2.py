@@ -15,7 +15,13 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from engine.audio.alignment import num_frames, pad_to_frames, pairs_per_frame
-from engine.audio.weights import load_strict, load_tensor_file, rename_legacy_weight_norm, require_path
+from engine.audio.weights import (
+    build_loaded,
+    fit_masked_spec_embed,
+    load_tensor_file,
+    rename_legacy_weight_norm,
+    require_path,
+)
 from engine.errors import WeightsError
 
 WAV2VEC2_DIR = "wav2vec2-base-960h"
@@ -68,12 +74,8 @@ class Wav2Vec2Encoder(nn.Module):
     @classmethod
     def from_config(cls, config: Wav2Vec2Config, state: dict[str, torch.Tensor]) -> Wav2Vec2Encoder:
         """Build from a config and a hub state dict (``wav2vec2.*`` keys, legacy weight-norm names ok)."""
-        model = Wav2Vec2Model(config)
-        converted = convert_hub_state_dict(state)
-        if "masked_spec_embed" in model.state_dict():
-            converted.setdefault("masked_spec_embed", model.masked_spec_embed.detach().clone())
-        load_strict(model, converted, WHAT)
-        return cls(model)
+        converted = fit_masked_spec_embed(convert_hub_state_dict(state), config)
+        return cls(build_loaded(lambda: Wav2Vec2Model(config), converted, WHAT))
 
     @classmethod
     def from_path(cls, directory: str | Path, trust_pickle: bool = False) -> Wav2Vec2Encoder:

@@ -19,7 +19,8 @@ from transformers import WavLMConfig, WavLMModel
 
 from engine.audio.alignment import nearest_per_frame, num_frames, pad_to_frames
 from engine.audio.weights import (
-    load_strict,
+    build_loaded,
+    fit_masked_spec_embed,
     load_tensor_file,
     original_checkpoint,
     rename_legacy_weight_norm,
@@ -69,35 +70,56 @@ def parse_conv_layers(spec: str) -> list[tuple[int, int, int]]:
         raise WeightsError(f"{WHAT}: bad conv_feature_layers {spec!r}: {exc}") from exc
 
 
+# Defaults of the original ``WavLMConfig``: fields absent from a checkpoint's cfg take these values.
+ORIGINAL_DEFAULTS: dict[str, Any] = {
+    "extractor_mode": "default",
+    "encoder_layers": 12,
+    "encoder_embed_dim": 768,
+    "encoder_ffn_embed_dim": 3072,
+    "encoder_attention_heads": 12,
+    "activation_fn": "gelu",
+    "layer_norm_first": False,
+    "conv_feature_layers": BASE_CONV_LAYERS,
+    "conv_bias": False,
+    "normalize": False,
+    "conv_pos": 128,
+    "conv_pos_groups": 16,
+    "relative_position_embedding": False,
+    "num_buckets": 320,
+    "max_distance": 1280,
+    "gru_rel_pos": False,
+}
+
+
 def config_from_original(cfg: dict[str, Any]) -> WavLMConfig:
-    """Translate an original WavLM ``cfg`` dict into a transformers ``WavLMConfig``."""
-    if not cfg.get("relative_position_embedding", False) or not cfg.get("gru_rel_pos", False):
+    """Translate an original WavLM ``cfg`` dict (missing fields: original defaults) to ``WavLMConfig``."""
+    c = {**ORIGINAL_DEFAULTS, **cfg}
+    if not c["relative_position_embedding"] or not c["gru_rel_pos"]:
         raise WeightsError(f"{WHAT}: transformers' WavLM needs relative_position_embedding and gru_rel_pos")
-    mode = cfg.get("extractor_mode", "default")
-    if mode not in ("default", "layer_norm"):
-        raise WeightsError(f"{WHAT}: unknown extractor_mode {mode!r}")
-    conv = parse_conv_layers(cfg.get("conv_feature_layers", BASE_CONV_LAYERS))
+    if c["extractor_mode"] not in ("default", "layer_norm"):
+        raise WeightsError(f"{WHAT}: unknown extractor_mode {c['extractor_mode']!r}")
+    conv = parse_conv_layers(c["conv_feature_layers"])
     try:
         return WavLMConfig(
-            hidden_size=cfg["encoder_embed_dim"],
-            num_hidden_layers=cfg["encoder_layers"],
-            num_attention_heads=cfg["encoder_attention_heads"],
-            intermediate_size=cfg["encoder_ffn_embed_dim"],
-            hidden_act=cfg.get("activation_fn", "gelu"),
-            conv_dim=[c for c, _, _ in conv],
+            hidden_size=int(c["encoder_embed_dim"]),
+            num_hidden_layers=int(c["encoder_layers"]),
+            num_attention_heads=int(c["encoder_attention_heads"]),
+            intermediate_size=int(c["encoder_ffn_embed_dim"]),
+            hidden_act=c["activation_fn"],
+            conv_dim=[ch for ch, _, _ in conv],
             conv_kernel=[k for _, k, _ in conv],
-            conv_stride=[s for _, _, s in conv],
-            conv_bias=cfg.get("conv_bias", False),
-            feat_extract_norm="group" if mode == "default" else "layer",
-            num_conv_pos_embeddings=cfg.get("conv_pos", 128),
-            num_conv_pos_embedding_groups=cfg.get("conv_pos_groups", 16),
-            num_buckets=cfg.get("num_buckets", 320),
-            max_bucket_distance=cfg.get("max_distance", 800),
-            do_stable_layer_norm=cfg.get("layer_norm_first", False),
+            conv_stride=[st for _, _, st in conv],
+            conv_bias=bool(c["conv_bias"]),
+            feat_extract_norm="group" if c["extractor_mode"] == "default" else "layer",
+            num_conv_pos_embeddings=int(c["conv_pos"]),
+            num_conv_pos_embedding_groups=int(c["conv_pos_groups"]),
+            num_buckets=int(c["num_buckets"]),
+            max_bucket_distance=int(c["max_distance"]),
+            do_stable_layer_norm=bool(c["layer_norm_first"]),
             layer_norm_eps=1e-5,
         )
-    except KeyError as exc:
-        raise WeightsError(f"{WHAT}: checkpoint cfg lacks {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{WHAT}: bad checkpoint cfg: {exc}") from exc
 
 
 def convert_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -124,15 +146,10 @@ def convert_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def _normalize_hf_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip a ``wavlm.`` prefix and map legacy ``weight_g/weight_v`` names; drop task heads."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith("wavlm."):
-            key = key[len("wavlm.") :]
-        elif "." in key and key.split(".")[0] in ("lm_head", "projector", "classifier", "layer_weights"):
-            continue
-        out[rename_legacy_weight_norm(key)] = value
-    return out
+    """Keep the ``wavlm.*`` part of a ``WavLMFor*`` file (else everything); map legacy names."""
+    if any(key.startswith("wavlm.") for key in state):
+        state = {k[len("wavlm.") :]: v for k, v in state.items() if k.startswith("wavlm.")}
+    return {rename_legacy_weight_norm(k): v for k, v in state.items()}
 
 
 class WavLMEncoder(nn.Module):
@@ -150,10 +167,9 @@ class WavLMEncoder(nn.Module):
     @classmethod
     def from_original(cls, cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> WavLMEncoder:
         """Build from an original ``cfg`` dict and state dict (unilm key names)."""
-        model = WavLMModel(config_from_original(cfg))
-        converted = convert_original_state_dict(state)
-        converted.setdefault("masked_spec_embed", model.masked_spec_embed.detach().clone())
-        load_strict(model, converted, WHAT)
+        config = config_from_original(cfg)
+        converted = fit_masked_spec_embed(convert_original_state_dict(state), config)
+        model = build_loaded(lambda: WavLMModel(config), converted, WHAT)
         return cls(model, normalize=bool(cfg.get("normalize", False)))
 
     @classmethod
@@ -169,10 +185,8 @@ class WavLMEncoder(nn.Module):
         if not weights.is_file():
             weights = directory / "pytorch_model.bin"
         state = _normalize_hf_state_dict(load_tensor_file(weights, WHAT, trust_pickle))
-        model = WavLMModel(config)
-        state.setdefault("masked_spec_embed", model.masked_spec_embed.detach().clone())
-        load_strict(model, state, WHAT)
-        return cls(model, normalize=False)
+        fit_masked_spec_embed(state, config)
+        return cls(build_loaded(lambda: WavLMModel(config), state, WHAT), normalize=False)
 
     @classmethod
     def from_path(cls, path: str | Path, trust_pickle: bool = False) -> WavLMEncoder:
@@ -209,24 +223,12 @@ class WavLMEncoder(nn.Module):
 
 
 def base_plus_config() -> dict[str, Any]:
-    """The WavLM Base+ ``cfg`` fields KeyFace relies on (for random-weight benchmarks)."""
+    """The WavLM Base+ ``cfg`` as transcribed (fixture README §1.7), for random-weight benchmarks."""
     return {
-        "extractor_mode": "default",
-        "encoder_layers": 12,
-        "encoder_embed_dim": 768,
-        "encoder_ffn_embed_dim": 3072,
-        "encoder_attention_heads": 12,
-        "activation_fn": "gelu",
-        "layer_norm_first": False,
-        "conv_feature_layers": BASE_CONV_LAYERS,
-        "conv_bias": False,
-        "conv_pos": 128,
-        "conv_pos_groups": 16,
+        **ORIGINAL_DEFAULTS,
         "relative_position_embedding": True,
-        "num_buckets": 320,
         "max_distance": 800,
         "gru_rel_pos": True,
-        "normalize": False,
     }
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -13,6 +13,8 @@ from torch import nn
 from engine.checkpoints import load_strict as _load_strict
 from engine.checkpoints import read_state_dict
 from engine.errors import WeightsError
+
+M = TypeVar("M", bound=nn.Module)
 
 
 def require_path(path: str | Path, what: str, directory: bool = False) -> Path:
@@ -73,3 +75,20 @@ def rename_legacy_weight_norm(key: str) -> str:
 def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Strict key and shape checked loading (see :func:`engine.checkpoints.load_strict`)."""
     _load_strict(module, state, what, rename=lambda key: key)
+
+
+def build_loaded(factory: Callable[[], M], state: Mapping[str, torch.Tensor], what: str) -> M:
+    """Build a module on the meta device (no random init) and assign ``state`` into it, strictly."""
+    with torch.device("meta"):
+        module = factory()
+    load_strict(module, state, what)
+    return module
+
+
+def fit_masked_spec_embed(state: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """transformers builds ``masked_spec_embed`` (training-only) iff a mask probability is > 0."""
+    if config.mask_time_prob > 0 or config.mask_feature_prob > 0:
+        state.setdefault("masked_spec_embed", torch.zeros(config.hidden_size))
+    else:
+        state.pop("masked_spec_embed", None)
+    return state
