@@ -1,0 +1,91 @@
+"""What live sessions share: the loaded model, its (possibly batched) networks, caches."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterator
+
+import torch
+
+from ..audio.streaming import StreamingExtractor
+from ..bundle import ModelBundle
+from ..pipeline.audio_inputs import encoder_for
+from ..sampling.denoiser import NetworkFn
+from .timeline import FeatureRows
+
+
+class LiveEngine:
+    """One loaded model serving any number of sessions.
+
+    ``networks`` maps ``keyframe`` / ``interpolation`` / ``bad`` to the callables the guiders use;
+    by default the bundle's own modules, replaceable by batched or compiled backends.
+    """
+
+    def __init__(self, bundle: ModelBundle, networks: dict[str, NetworkFn] | None = None) -> None:
+        self.bundle = bundle
+        self.device = bundle.keyframe.audio_projection.linear.weight.device
+        self.dtype = bundle.keyframe.dtype
+        if networks is None:
+            networks = {"keyframe": bundle.keyframe.network, "interpolation": bundle.interpolation.network}
+            if bundle.bad is not None:
+                networks["bad"] = bundle.bad
+        self.networks = networks
+        self.recipe = {"keyframe": bundle.audio["keyframe"], "interpolation": bundle.audio["interpolation"]}
+        self._encoders = {name: encoder_for(bundle, name) for name in self._encoder_names()}
+        self._identity_cache: dict[str, torch.Tensor] = {}
+        self._silence: FeatureRows | None = None
+
+    def _encoder_names(self) -> list[str]:
+        return sorted(set(self.recipe["keyframe"]) | set(self.recipe["interpolation"]))
+
+    def make_feature_streams(self) -> dict[str, object]:
+        """Fresh streaming extractors, one per encoder (a new utterance starts from silence)."""
+        streams: dict[str, object] = {}
+        for name, encoder in self._encoders.items():
+            stream = getattr(encoder, "stream", None)
+            streams[name] = stream() if callable(stream) else StreamingExtractor(encoder)
+        return streams
+
+    def silence_rows(self) -> FeatureRows:
+        """Features of a silent frame (what idle frames are conditioned on)."""
+        if self._silence is None:
+            zeros = torch.zeros(5 * 640)
+            parts = {name: enc.encode(zeros)[2:3] for name, enc in self._encoders.items()}
+            kf = torch.cat([parts[n] for n in self.recipe["keyframe"]], dim=-1)
+            ip = torch.cat([parts[n] for n in self.recipe["interpolation"]], dim=-1)
+            self._silence = (kf, ip)
+        return self._silence
+
+    @torch.no_grad()
+    def identity_latent(self, image: torch.Tensor) -> torch.Tensor:
+        """Stored-space identity latent of an RGB image, encoded once per distinct image."""
+        from ..pipeline.offline import identity_latent
+
+        key = hashlib.sha1(image.float().cpu().numpy().tobytes()).hexdigest()
+        if key not in self._identity_cache:
+            self._identity_cache[key] = identity_latent(self.bundle, image).to(self.device)
+        return self._identity_cache[key]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Stored-space latents → float RGB (n, H, W, 3) in [0, 1]; one frame per decoder clip."""
+        vae = self.bundle.vae
+        z = vae.unscale_latent(latents.to(self.dtype))
+        image = vae.decoder(z, 1) if vae.decoder.temporal else vae.decoder(z)
+        return vae.to_unit_range(image.float()).permute(0, 2, 3, 1).cpu()
+
+    @contextlib.contextmanager
+    def timer(self, stats, stage: str) -> Iterator[Timing]:
+        """Time a stage (no autograd) into ``stats.per_stage_seconds``."""
+        timing = Timing()
+        start = time.perf_counter()
+        with torch.no_grad():
+            yield timing
+        timing.seconds = time.perf_counter() - start
+        stats.per_stage_seconds[stage] += timing.seconds
+
+
+class Timing:
+    seconds: float = 0.0
