@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -64,13 +65,13 @@ def test_five_seconds_of_silence_is_a_living_idle_face(engine):
     assert len(frames) == 125 and not any(f.speech for f in frames)
     assert_contiguous(frames)
     assert all(not f.late for f in frames)
-    diffs = [float((a.image.float() - b.image.float()).abs().mean()) for a, b in zip(frames, frames[1:])]
+    diffs = [float((a.image.float() - b.image.float()).abs().mean()) for a, b in itertools.pairwise(frames)]
     assert sum(d > 0 for d in diffs) > 100  # it moves: not a frozen picture
 
 
 def frame_deltas(frames) -> np.ndarray:
     """Motion measure: mean absolute RGB difference between consecutive frames (0–255)."""
-    return np.array([float((b.image.float() - a.image.float()).abs().mean()) for a, b in zip(frames, frames[1:])])
+    return np.array([float((b.image.float() - a.image.float()).abs().mean()) for a, b in itertools.pairwise(frames)])
 
 
 def test_transitions_are_no_larger_than_normal_motion(engine):
@@ -177,7 +178,7 @@ def test_two_hour_session_keeps_sync_and_flat_memory():
     assert state["samples"] / 16_000 == pytest.approx(total / 25)  # zero A/V offset after 2 h
     assert state["speech_frames"] == 120 * 25
     early, late = sizes[total // 4], sizes[total - 1]
-    assert all(b <= max(a, 1) * 2 for a, b in zip(early, late))  # bounded state: flat memory
+    assert all(b <= max(a, 1) * 2 for a, b in zip(early, late, strict=False))  # bounded state: flat memory
     assert max(late) < 200
 
 
