@@ -29,8 +29,11 @@ def default_backend_name() -> str:
 
 
 def ensure_export(bundle: ModelBundle, profile: Profile, folder: str | Path | None = None,
-                  create: bool = True) -> Path:
+                  create: bool = True, graphs: list[str] | None = None) -> Path:
     """The ONNX export folder of ``bundle`` for ``profile``; exported first when missing.
+
+    ``graphs`` names graphs that must be present (default: any existing export will do; a new
+    one gets the default groups).
 
     Without ``folder`` the cache location is keyed by the weights' hash and the profile, so an
     export is never reused for other weights. A given ``folder`` must hold an export of these
@@ -44,14 +47,17 @@ def ensure_export(bundle: ModelBundle, profile: Profile, folder: str | Path | No
     if folder is None:
         folder = default_cache_dir() / "onnx" / f"{bundle_fingerprint(bundle)}-{profile.key}"
     folder = Path(folder)
+    missing = graphs
     if (folder / MANIFEST).is_file():
         manifest = ExportManifest.load(folder)
         _check_hashes(manifest, bundle, folder)
-        return folder
+        missing = [g for g in graphs or [] if g not in manifest.graphs]
+        if not missing:
+            return folder
     if not create:
         raise BackendError(f"{folder}: no ONNX export; run `keyface export onnx --out {folder}` first")
     print(f"exporting ONNX graphs to {folder} (once per model and profile)", file=sys.stderr)
-    export_bundle(bundle, folder, profile)
+    export_bundle(bundle, folder, profile, missing)
     return folder
 
 
@@ -70,12 +76,14 @@ def load_backend(
     bundle: ModelBundle,
     profile: str | Profile | None = None,
     onnx_dir: str | Path | None = None,
+    graphs: list[str] | None = None,
     **options: Any,
 ) -> Backend:
     """Make the named backend (None = :func:`default_backend_name`) for ``bundle``.
 
     Options: torch — ``compile``, ``cuda_graphs``; ort — ``providers`` (cpu, cuda, tensorrt),
-    ``threads``, ``device``; trt — ``cache_dir``, ``device``.
+    ``threads``, ``device``; trt — ``cache_dir``, ``device``. ``graphs``: graphs the export must
+    hold (exported when missing).
     """
     name = name or default_backend_name()
     if name == "torch":
@@ -89,7 +97,7 @@ def load_backend(
 
         require_tensorrt()  # fail before any export work
     resolved = parse_profile(profile)
-    folder = ensure_export(bundle, resolved, onnx_dir)
+    folder = ensure_export(bundle, resolved, onnx_dir, graphs=graphs)
     if name == "ort":
         from .ort_backend import OrtBackend
 

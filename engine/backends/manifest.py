@@ -151,9 +151,10 @@ def module_hash(module: nn.Module | None) -> str:
         return ""
     digest = hashlib.sha256()
     for key, value in sorted(module.state_dict().items()):
-        tensor = value.detach().cpu().contiguous().reshape(-1)
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+        if value.is_meta or not value.numel():  # meta: placeholder modules, never exported
+            continue
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

@@ -29,6 +29,8 @@ from engine.backends.profiles import Profile
 from engine.bundle import ModelBundle
 from engine.checkpoints import parse_dtype
 from engine.models.conditioning import Conditioning
+from engine.models.layers import GroupNorm32
+from engine.models.vae import GroupNorm32 as VaeGroupNorm32
 from engine.sampling.guiders import AudioRefGuider, AutoGuider, PlainGuider
 
 GROUPS = {
@@ -118,11 +120,16 @@ def _trace_rows(lo: int, hi: int, multiple: int) -> int:
 
 
 def _cast(module: nn.Module, dtype: str) -> nn.Module:
+    """``module`` in ``dtype``; the fp32-computed GroupNorms keep fp32 parameters (as the model
+    evaluates them in fp32 anyway, and CPU tracing needs matching dtypes)."""
     target = parse_dtype(dtype)
-    current = next(module.parameters()).dtype
-    if current == target:
-        return module
-    return copy.deepcopy(module).to(target)
+    if next(module.parameters()).dtype != target:
+        module = copy.deepcopy(module).to(target)
+    if target != torch.float32:
+        for sub in module.modules():
+            if isinstance(sub, GroupNorm32 | VaeGroupNorm32):
+                sub.float()
+    return module
 
 
 class _Hashes:
