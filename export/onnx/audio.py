@@ -118,7 +118,7 @@ def transformer_graph(name: str, encoder: nn.Module, profile: Profile) -> GraphS
     lo, opt, hi = profile.audio_frames
     if name == "beats":
         module: nn.Module = _BeatsTokens(encoder.model)
-        inputs = [TensorInfo("fbank", (1, "fbank_frames", 128))]
+        inputs = [TensorInfo("fbank", ("fbank_frames", 128))]
         fbank_frames = lambda n: 1 + (n * SAMPLES_PER_FRAME - 400) // 160  # noqa: E731
         dims = {"fbank_frames": (fbank_frames(max(lo, 6)), fbank_frames(opt), fbank_frames(hi))}
         trace = {"fbank_frames": fbank_frames(max(lo, 6))}
