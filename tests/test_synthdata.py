@@ -205,10 +205,14 @@ def test_dataset_roundtrip_and_cli(espeak: None, tmp_path: Path) -> None:
     assert np.array_equal(clip.params, ref.params) and clip.identity == ref.identity
     assert clip.phones == ref.phones and clip.segments == ref.segments and clip.voice == ref.voice
 
-    from keyface.cli import build_parser
+    import argparse
 
-    args = build_parser().parse_args(["data", "generate", "--out", str(tmp_path / "x"), "--clips", "2",
-                                      "--size", "48", "--seed", "3", "--split", "heldout"])
+    from keyface.commands import data
+
+    parser = argparse.ArgumentParser()
+    data.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["data", "generate", "--out", str(tmp_path / "x"), "--clips", "2", "--size", "48",
+                              "--seed", "3", "--split", "heldout"])
     assert (args.clips, args.size, args.seed, args.split) == (2, 48, 3, "heldout") and callable(args.func)
 
 
