@@ -21,6 +21,15 @@ from .live_helpers import micro_bundle, speechlike
 FACE = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The micro model's tensors are tiny: intra-op threads only add scheduling latency."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def engine() -> LiveEngine:
     return LiveEngine(micro_bundle(seed=1, guided=True))

@@ -16,7 +16,7 @@ from ..models.conditioning import Conditioning
 from ..sampling.denoiser import NetworkFn
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     x: torch.Tensor
     c_noise: torch.Tensor
@@ -71,15 +71,16 @@ class BatchedNetwork:
         return req.result
 
     def _lead(self, first: _Request) -> None:
+        """Gather the calls matching ``first``'s shapes, then run them as one batch."""
         with self._cv:
-            self._cv.wait_for(lambda: self._count(first.key) >= self.participants, timeout=self.window)
-            batch = [r for r in self._pending if r.key == first.key][: self.max_clips]
-            self._pending = [r for r in self._pending if r not in batch]
-            self._leader = False
-            if self._pending:  # someone else's shapes: hand over leadership
-                nxt = self._pending[0]
-                self._leader = True
-                threading.Thread(target=self._lead, args=(nxt,), daemon=True).start()
+            key = first.key
+            self._cv.wait_for(lambda: self._count(key) >= self.participants, timeout=self.window)
+            batch = [r for r in self._pending if r.key == key][: self.max_clips]
+            taken = {id(r) for r in batch}
+            self._pending = [r for r in self._pending if id(r) not in taken]
+            self._leader = bool(self._pending)
+            if self._pending:  # other shapes are waiting: a new leader gathers them
+                threading.Thread(target=self._lead, args=(self._pending[0],), daemon=True).start()
         self._run(batch)
 
     def _count(self, key: tuple) -> int:

@@ -69,21 +69,28 @@ def run_virtual(
     events: list[Event] | None = None,
     cost: WorkCost | None = None,
     on_frame: Callable[[VideoFrame, float], None] | None = None,
+    charge_events: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> VirtualRun:
     """Play ``num_frames`` frames on a virtual clock.
 
     Frame ``n`` is due at ``n × 40 ms`` (later by any time the clock was held). Before each
     deadline the session works while it has work, each unit charged ``cost(wall seconds)``
     (default: free, an infinitely fast engine);
-    events fire when the clock passes their time.
+    events fire when the clock passes their time (their own compute, e.g. audio features, is
+    charged too when ``charge_events``). ``stop`` ends the run early once it returns True.
     """
     cost = cost or fixed(0.0)
     pending = sorted(events or [])
     now, deadline, frames = 0.0, 0.0, []
 
     def fire_until(t: float) -> None:
+        nonlocal now
         while pending and pending[0].at <= t:
-            pending.pop(0).action()
+            start = time.perf_counter()
+            pending.pop(0).action()  # e.g. audio arriving: its feature extraction is charged too
+            if charge_events:
+                now += cost(time.perf_counter() - start)
 
     while len(frames) < num_frames:
         fire_until(now)
@@ -103,4 +110,6 @@ def run_virtual(
         if on_frame is not None:
             on_frame(frame, now)
         deadline += FRAME_SECONDS
+        if stop is not None and stop():
+            break
     return VirtualRun(frames, now)

@@ -26,7 +26,7 @@ from ..media import load_image
 from .batching import BatchedNetwork
 from .clock import FRAME_SECONDS
 from .engine import LiveEngine
-from .session import AudioBufferFull, InterruptReport, LiveConfig, LiveSession, VideoFrame
+from .session import AudioBufferFull, InterruptReport, LiveConfig, LiveSession, SessionStats, VideoFrame
 
 
 @dataclass
@@ -205,6 +205,11 @@ class AvatarSession:
     @property
     def playback_frame(self) -> int:
         return self.live.playback
+
+    @property
+    def stats(self) -> SessionStats:
+        """Frame counters and stage compute times (read-only, for monitoring)."""
+        return self.live.stats
 
     # -- lifecycle -----------------------------------------------------------------------------
 

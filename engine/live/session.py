@@ -34,6 +34,7 @@ from ..sampling.euler import sample_euler
 from ..sampling.guiders import AudioRefGuider, AutoGuider, Guider, PlainGuider
 from ..sampling.schedule import ays_sigmas
 from .engine import LiveEngine
+from .idle import IdleLoop
 from .timeline import AudioTimeline, FeatureStreams
 
 
@@ -58,6 +59,8 @@ class LiveConfig:
     keyframe_steps: int | None = None
     interpolation_steps: int | None = None
     seed: int = 0
+    idle_loop_keyframes: int = 8
+    """Idle is computed once over this many keyframes and then replayed (0 = always compute)."""
     max_buffered_seconds: float = 60.0
     """Speech audio accepted ahead of playback before push_audio refuses more."""
 
@@ -92,6 +95,8 @@ class SessionStats:
     keyframe_windows: int = 0
     segments: int = 0
     degraded_segments: int = 0
+    cached_segments: int = 0
+    """Idle segments replayed from the idle loop (no network calls)."""
     first_speech_frame: int | None = None
     keyframe_seconds: float = 0.0
     """Recent wall time of a keyframe window (moving average)."""
@@ -142,6 +147,7 @@ class LiveSession:
         self.timeline = AudioTimeline(silence_rows=engine.silence_rows())
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.keyframes: dict[int, torch.Tensor] = {}
+        self.idle = IdleLoop(self.config.idle_loop_keyframes)
         self.next_segment = 0
         self.ready: dict[int, VideoFrame] = {}
         self.carry: dict[int, torch.Tensor] = {}
@@ -203,6 +209,7 @@ class LiveSession:
         """New emotion from the next keyframe window on, ramped over ``ramp_frames``."""
         start = self._next_keyframe_frame()
         self._emotion_from = (self.emotion_at(start), emotion, start, max(1, ramp_frames))
+        self.idle.reset(valid_from=-(-(start + ramp_frames) // self.config.spacing))
 
     @_locked
     def interrupt(self) -> InterruptReport:
@@ -282,11 +289,40 @@ class LiveSession:
 
     def _plan(self) -> _Job | None:
         self._place_pending()
+        self._fill_idle_keyframes()
         j = self.next_segment
         due = j * self.config.spacing <= self.playback + self.config.lead_frames
         if due and self._segment_computable(j):
+            cached = self.idle.segment(j) if self._segment_idle(j) else None
+            if cached is not None:
+                return _Job(lambda: cached.float() / 255.0, lambda rgb: self._commit_segment(j, rgb, False, True))
             return self._interpolation_job(j)
         return self._keyframe_job()
+
+    def _keyframe_idle(self, k: int) -> bool:
+        frame = k * self.config.spacing
+        return self.timeline.is_final(frame) and not self.timeline.is_speech(frame)
+
+    def _segment_idle(self, j: int) -> bool:
+        s = self.config.spacing
+        return all(self._keyframe_idle(k) for k in (j, j + 1)) and not any(
+            self.timeline.is_speech(n) for n in range(j * s, (j + 1) * s + 1)
+        )
+
+    def _horizon(self) -> int:
+        return self.playback + self.config.keyframe_lead_frames + self.config.lead_frames
+
+    def _fill_idle_keyframes(self) -> None:
+        """Take idle keyframes from the idle loop where it has them (no computation)."""
+        s = self.config.spacing
+        k = self.next_segment
+        while k * s <= self._horizon() or k <= self.next_segment + 1:
+            if k not in self.keyframes:
+                latent = self.idle.keyframe(k) if self._keyframe_idle(k) else None
+                if latent is None:
+                    return
+                self.keyframes[k] = latent
+            k += 1
 
     def _segment_computable(self, j: int) -> bool:
         s = self.config.spacing
@@ -304,11 +340,13 @@ class LiveSession:
         s = self.config.spacing
         first = self._next_keyframe_frame() // s
         final_until = self.timeline.final_until(first * s)
-        horizon = self.playback + self.config.keyframe_lead_frames + self.config.lead_frames
+        horizon = self._horizon()
         ks = []
         for k in range(first, first + self.config.max_window):
             if k * s >= final_until or (k * s > horizon and k > self.next_segment + 1):
                 break
+            if k in self.keyframes or (self._keyframe_idle(k) and self.idle.keyframe(k) is not None):
+                break  # known already: the window ends here
             ks.append(k)
         if not ks:
             return None
@@ -401,6 +439,8 @@ class LiveSession:
         def commit(latents: torch.Tensor) -> None:
             for k, latent in zip(ks, latents[1:], strict=True):
                 self.keyframes[k] = latent
+                if self._keyframe_idle(k):
+                    self.idle.store_keyframe(k, latent)
             self.stats.keyframe_windows += 1
 
         return _Job(compute, commit)
@@ -446,8 +486,11 @@ class LiveSession:
 
         return _Job(compute, lambda rgb: self._commit_segment(j, rgb, degraded))
 
-    def _commit_segment(self, j: int, rgb: torch.Tensor, degraded: bool) -> None:
+    def _commit_segment(self, j: int, rgb: torch.Tensor, degraded: bool, cached: bool = False) -> None:
         s = self.config.spacing
+        if not cached and not degraded and self._segment_idle(j):
+            self.idle.store_segment(j, rgb)
+        rgb = rgb.clone()
         if j - 1 in self.carry:
             rgb[0] = (rgb[0] + self.carry[j - 1]) / 2.0
         self.carry[j] = rgb[-1]
@@ -459,6 +502,7 @@ class LiveSession:
                 self.ready[n] = VideoFrame(n, image8, self.timeline.samples(n), speech, generation=self.epoch)
         self.next_segment = j + 1
         self.stats.segments += 1
+        self.stats.cached_segments += int(cached)
         self.stats.degraded_segments += int(degraded and self.config.degrade_steps is not None)
 
     def _forget(self) -> None:
