@@ -12,6 +12,7 @@ import torch
 from ..audio.streaming import StreamingExtractor
 from ..bundle import ModelBundle
 from ..pipeline.audio_inputs import encoder_for
+from ..pipeline.offline import decode_frames, identity_latent
 from ..sampling.denoiser import NetworkFn
 from .timeline import FeatureRows
 
@@ -61,20 +62,14 @@ class LiveEngine:
     @torch.no_grad()
     def identity_latent(self, image: torch.Tensor) -> torch.Tensor:
         """Stored-space identity latent of an RGB image, encoded once per distinct image."""
-        from ..pipeline.offline import identity_latent
-
         key = hashlib.sha1(image.float().cpu().numpy().tobytes()).hexdigest()
         if key not in self._identity_cache:
             self._identity_cache[key] = identity_latent(self.bundle, image).to(self.device)
         return self._identity_cache[key]
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Stored-space latents → float RGB (n, H, W, 3) in [0, 1]; one frame per decoder clip."""
-        vae = self.bundle.vae
-        z = vae.unscale_latent(latents.to(self.dtype))
-        image = vae.decoder(z, 1) if vae.decoder.temporal else vae.decoder(z)
-        return vae.to_unit_range(image.float()).permute(0, 2, 3, 1).cpu()
+        return decode_frames(self.bundle, latents)
 
     @contextlib.contextmanager
     def timer(self, stats, stage: str) -> Iterator[Timing]:

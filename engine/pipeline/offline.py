@@ -52,6 +52,19 @@ def identity_latent(bundle: ModelBundle, image: torch.Tensor) -> torch.Tensor:
         return bundle.vae.scale_latent(bundle.vae.encode_mode(x)).float()
 
 
+@torch.no_grad()
+def decode_frames(bundle: ModelBundle, latents: torch.Tensor) -> torch.Tensor:
+    """Stored-space latents → float RGB (n, H, W, 3) in [0, 1].
+
+    Every frame is its own clip for the temporal decoder (the reference's ``--decoding_t 1``),
+    all in one batched call.
+    """
+    vae = bundle.vae
+    z = vae.unscale_latent(latents.to(vae.decoder.conv_in.weight.dtype))
+    image = vae.decoder(z, 1) if vae.decoder.temporal else vae.decoder(z)
+    return vae.to_unit_range(image.float()).permute(0, 2, 3, 1).cpu()
+
+
 def _pad_rows(rows: torch.Tensor, length: int) -> torch.Tensor:
     if rows.shape[0] >= length:
         return rows[:length]
