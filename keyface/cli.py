@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from engine.errors import KeyFaceError
 
 from . import __version__
-from .commands import bench, data, export, fetch, init_model, render, serve, train
+from .commands import bench, data, export, fetch, init_model, render, say, serve, stream, train
 
-COMMANDS = (serve, render, bench, fetch, init_model, export, data, train)
+COMMANDS = (serve, say, stream, render, bench, fetch, init_model, export, data, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Install the system packages the test suite needs (idempotent; skips what is already present).
-#   espeak-ng: synthesises the speech used by the voice-activity tests (tests/test_vad.py).
+#   espeak-ng: synthesises the speech used by the voice-activity tests (tests/test_vad.py) and the
+#              server's text-to-speech.
+#   chromium:  the headless browser of the web-client test (tests/test_browser.py, driven by Playwright
+#              with this executable; Playwright's own browser download is never used).
 set -euo pipefail
 
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
