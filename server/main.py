@@ -19,7 +19,7 @@ from engine.live.session import LiveConfig
 from . import signaling
 from .app import create_app
 from .config import ServerConfig
-from .logs import setup_logging
+from .logs import redact_tokens, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def prepare(config: ServerConfig, engine: AvatarEngine):
     if engine.config.max_buffered_seconds != config.max_buffered_seconds:
         engine.config = dataclasses.replace(engine.config, max_buffered_seconds=config.max_buffered_seconds)
     signaling.use_host_addresses(signaling.host_addresses(config))
+    redact_tokens()
     return create_app(config, engine)
 
 

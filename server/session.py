@@ -78,6 +78,8 @@ class ServerSession:
         self.fps = 0.0
         self._last_frame_at: float | None = None
         self._render_seen = (0, 0, 0.0, 0.0)
+        self._late_seen = 0
+        self._warned_at = -1e9
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -191,6 +193,10 @@ class ServerSession:
         if not self._utterance_open:
             self._utterance_open = True
             self._utterance_audio.append(time.perf_counter())
+            if self.peer is None:
+                self.publish(
+                    protocol.warning("no_viewer", "audio accepted, but no WebRTC peer is watching this session")
+                )
         self.metrics.audio_seconds.inc(len(samples) / SAMPLE_RATE)
 
     def end_utterance(self) -> None:
@@ -242,6 +248,7 @@ class ServerSession:
                     self.feed.push(frame)
                 if self.frames % 25 == 0:
                     self._observe_render()
+                    self._check_pace()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -250,6 +257,20 @@ class ServerSession:
             await frames.aclose()
         if not self.closed:  # the engine session ended by itself (worker failure)
             asyncio.get_running_loop().create_task(self.manager.close(self.id, "engine_error"))
+
+    def _check_pace(self) -> None:
+        """Warn (at most every 5 s) when more than a fifth of the last second's frames were late."""
+        late, self._late_seen = self.late_frames - self._late_seen, self.late_frames
+        now = time.monotonic()
+        if late > 5 and now - self._warned_at > 5.0:
+            self._warned_at = now
+            self.publish(
+                protocol.warning(
+                    "falling_behind",
+                    f"{late} of the last 25 frames were not ready in time (the previous image was repeated); "
+                    "the server is overloaded",
+                )
+            )
 
     def _observe_render(self) -> None:
         stats = self.avatar.stats

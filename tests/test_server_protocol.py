@@ -117,10 +117,10 @@ def ws_url(server, info: dict, token: str | None) -> str:
 
 
 async def expect(ws, kind: str, code: str | None = None, timeout: float = 5.0) -> dict:
-    """The next message of type ``kind`` (skipping playback events), checking its code."""
+    """The next message of type ``kind`` (skipping playback events and warnings), checking its code."""
     while True:
         msg = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-        if msg["type"] in ("media_started", "speech_started", "playback_finished") and kind != msg["type"]:
+        if msg["type"] in ("media_started", "speech_started", "playback_finished", "warning") and kind != msg["type"]:
             continue
         assert msg["type"] == kind, msg
         if code is not None:
@@ -344,6 +344,7 @@ def test_json_audio_styles_play(server, http):
         # HeyGen style: agent.speak chunks + agent.speak_end
         half = len(audio) // 8 * 4
         await ws.send(json.dumps({"type": "agent.speak", "audio": audio[:half], "sample_rate": 24000}))
+        assert (await expect(ws, "warning", "no_viewer"))["message"]
         await ws.send(json.dumps({"type": "agent.speak", "audio": audio[half:], "sample_rate": 24000}))
         await ws.send(json.dumps({"type": "agent.speak_end"}))
         await expect(ws, "speech_started", timeout=10)

@@ -1,0 +1,169 @@
+"""The web client in headless Chromium (Debian's, driven by Playwright): connect, play a WAV,
+see the video advance and a non-blank face."""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+
+from engine.bundle import SamplingDefaults, random_bundle
+from engine.live.runner import AvatarEngine
+from engine.models.config import AudioProjectionConfig, StageConfig, UNetConfig, VAEConfig
+from keyface.commands.init_model import placeholder_face
+from server.config import ServerConfig
+from server.main import ServerThread
+
+from .live_helpers import speechlike
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+]
+API = "browser-api-token"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs `pip install playwright`")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="the browser test needs Debian's chromium (scripts/install-system-deps.sh)"
+)
+
+
+def small_face_model():
+    """A random model with 64×64 video that renders in real time on one CPU core."""
+
+    def stage(kind: str) -> StageConfig:
+        unet = UNetConfig(
+            in_channels=8 if kind == "keyframe" else 9,
+            model_channels=32,
+            channel_mult=(1,),
+            num_res_blocks=1,
+            attention_resolutions=(),
+            num_head_channels=16,
+            context_dim=32,
+            audio_dim=32,
+            adm_in_channels=16 if kind == "keyframe" else 0,
+        )
+        return StageConfig(kind, unet, AudioProjectionConfig(16, 32), emotion_dim=8, latent_size=16)  # type: ignore[arg-type]
+
+    return random_bundle(
+        stage("keyframe"),
+        stage("interpolation"),
+        VAEConfig(ch=32, ch_mult=(1, 1, 1), num_res_blocks=1, temporal_decoder=False),
+        seed=4,
+        with_bad=False,
+        sampling=SamplingDefaults(1, 1, "none", interpolation_guidance="none"),
+        audio={"keyframe": ["logmel"], "interpolation": ["logmel"], "logmel": {"n_mels": 16}},
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    bundle = small_face_model()
+    bundle.identity_image = placeholder_face(tmp_path_factory.mktemp("identity") / "face.png", 64)
+    engine = AvatarEngine(bundle, max_sessions=2)
+    with ServerThread(ServerConfig(port=0, auth="on", api_token=API), engine) as srv:
+        yield srv
+    engine.close()
+
+
+@pytest.fixture
+def speech_wav(tmp_path) -> Path:
+    path = tmp_path / "speech.wav"
+    samples = speechlike(1.6, seed=12, sr=22050)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(22050)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    return path
+
+
+FACE_REGION = """() => {
+  const video = document.getElementById("avatar");
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(video, 0, 0);
+  const w = canvas.width, h = canvas.height;
+  const data = ctx.getImageData(Math.floor(w / 4), Math.floor(h / 4), Math.floor(w / 2), Math.floor(h / 2)).data;
+  const values = [];
+  for (let i = 0; i < data.length; i += 4) values.push((data[i] + data[i + 1] + data[i + 2]) / 3);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  const std = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
+  return { width: w, height: h, mean, std, pixels: Array.from(data.slice(0, 64)) };
+}"""
+
+SELECTED_PAIR = """async () => {
+  const report = await window.keyfaceApp.avatar.pc.getStats();
+  const out = [];
+  report.forEach((s) => {
+    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+      out.push([report.get(s.localCandidateId).address, report.get(s.remoteCandidateId).address]);
+    }
+  });
+  return out;
+}"""
+
+
+def test_page_connects_plays_a_wav_and_shows_a_moving_face(server, speech_wav, tmp_path):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(  # a fresh profile in a fresh folder
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server.url}/#token={API}")
+            page.click("#connect")
+            page.wait_for_function("window.keyfaceApp.videoFrames > 10", timeout=30_000)
+            assert page.evaluate(SELECTED_PAIR) == [["127.0.0.1", "127.0.0.1"]]
+            t0 = page.evaluate("document.getElementById('avatar').currentTime")
+            frames0 = page.evaluate("window.keyfaceApp.videoFrames")
+
+            page.set_input_files("#wav-file", str(speech_wav))
+            page.click("#play-wav")
+            page.wait_for_function(
+                "window.keyfaceApp.events.some((e) => e.type === 'playback_finished')", timeout=30_000
+            )
+            events = page.evaluate("window.keyfaceApp.events")
+            page.wait_for_timeout(1200)  # a stats refresh
+            t1 = page.evaluate("document.getElementById('avatar').currentTime")
+            frames1 = page.evaluate("window.keyfaceApp.videoFrames")
+            face = page.evaluate(FACE_REGION)
+            stats = page.evaluate("window.keyfaceApp.stats")
+            page.screenshot(path=str(tmp_path / "page.png"))
+            page.click("#disconnect")
+            page.wait_for_function("document.getElementById('status').textContent === 'disconnected'")
+        finally:
+            browser.close()
+
+    kinds = [e["type"] for e in events]
+    assert "speech_started" in kinds
+    finished = next(e for e in events if e["type"] == "playback_finished")
+    assert finished["interrupted"] is False
+    assert finished["playback_position"] == pytest.approx(1.6, abs=0.05)
+    assert t1 - t0 > 2.0  # the video element kept playing through the speech
+    assert frames1 - frames0 > 30  # and painted new frames
+    assert (face["width"], face["height"]) == (64, 64)
+    assert face["mean"] > 20 and face["std"] > 5  # a visible, non-uniform face region
+    assert stats["fps"] is None or stats["fps"] > 15
+    assert not errors, errors
+    assert server.call(_sessions(server)) == 0  # the page's disconnect ended its session
+
+
+async def _sessions(server) -> int:
+    return len(server.state.manager.sessions)
