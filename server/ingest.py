@@ -144,6 +144,10 @@ class AudioSocket:
             self.out.put_nowait(("close", exc.close_code, exc.code))  # type: ignore[arg-type]
         except (WebSocketDisconnect, RuntimeError):
             pass
+        except Exception:  # a bug must not leak a traceback to the client or touch other sessions
+            log.exception("audio socket failed", extra={"session": self.session.id})
+            self.send(P.error(P.INTERNAL, "internal server error (see the server log)"))
+            self.out.put_nowait(("close", P.CLOSE_INTERNAL, P.INTERNAL))  # type: ignore[arg-type]
         finally:
             self._finish_utterance()
             self.out.put_nowait(None)

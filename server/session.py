@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 FRAME_SECONDS = 0.04
 INTERRUPT_IDLE_WAIT = 1.0
 """Longest wait for fresh idle frames before answering an interrupt anyway (seconds)."""
+INTERRUPT_ANSWER_DEADLINE = 2.0
+"""An interrupt is answered by then even if the engine reported nothing."""
 
 
 class SessionLimit(KeyFaceError):
@@ -72,6 +74,7 @@ class ServerSession:
         self._interrupt: tuple[float, int] | None = None
         """(received at, playback frame) of an interrupt awaiting its playback_finished."""
         self._idle = asyncio.Event()
+        self._deadline: asyncio.TimerHandle | None = None
         # stream statistics
         self.frames = 0
         self.late_frames = 0
@@ -98,6 +101,8 @@ class ServerSession:
         for queue in list(self._subscribers):
             queue.put_nowait(protocol.event("session_closed", reason=reason))
             queue.put_nowait(None)
+        if self._deadline is not None:
+            self._deadline.cancel()
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
@@ -212,8 +217,17 @@ class ServerSession:
         if not report.interrupted:
             return self._finished(report.position, interrupted=False)
         self._idle.clear()
-        self._interrupt = (time.perf_counter(), report.position)
+        pending = self._interrupt = (time.perf_counter(), report.position)
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = asyncio.get_running_loop().call_later(INTERRUPT_ANSWER_DEADLINE, self._answer_late, pending)
         return None
+
+    def _answer_late(self, pending: tuple[float, int]) -> None:
+        """Answer an interrupt whose playback_finished the engine never reported (e.g. superseded)."""
+        if self._interrupt is pending and not self.closed:
+            self._interrupt = None
+            self.publish(self._finished(pending[1], interrupted=True))
 
     def set_emotion(self, emotion: Emotion, ramp_seconds: float) -> None:
         self.avatar.set_emotion(emotion, ramp_seconds)
@@ -306,10 +320,13 @@ class ServerSession:
                         )
                     )
                 elif ev.kind == "playback_finished":
-                    if ev.interrupted and self._interrupt is not None:
-                        received, position = self._interrupt
+                    pending = self._interrupt
+                    if ev.interrupted and pending is not None:
+                        received, position = pending
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._idle.wait(), INTERRUPT_IDLE_WAIT)
+                        if self._interrupt is not pending:  # answered by the deadline meanwhile
+                            continue
                         self._interrupt = None
                         self.metrics.interrupt_latency.observe(time.perf_counter() - received)
                         self.publish(self._finished(position, interrupted=True))

@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-sessions", type=int, help="concurrent sessions (default 4)")
     lim.add_argument("--max-message-bytes", type=int, help="largest websocket message (default 1 MiB)")
+    lim.add_argument("--max-messages-per-second", type=int, help="websocket message rate limit (default 400)")
     lim.add_argument("--max-buffered-seconds", type=float, help="audio accepted ahead of playback (default 30)")
     lim.add_argument(
         "--idle-timeout", type=float, help="close sessions with no peer and no socket after (default 60 s)"
