@@ -37,10 +37,15 @@ def add_nfe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, help="torch CPU threads (ONNX Runtime intra-op threads too)")
-    p.add_argument("--backend", default="torch", choices=["torch", "ort", "trt"],
-                   help="inference backend (default: torch)")
-    p.add_argument("--unit", default="network", choices=["network", "step"],
-                   help="network: one raw UNet call; step: one guided sampling step (default: network)")
+    p.add_argument(
+        "--backend", default="torch", choices=["torch", "ort", "trt"], help="inference backend (default: torch)"
+    )
+    p.add_argument(
+        "--unit",
+        default="network",
+        choices=["network", "step"],
+        help="network: one raw UNet call; step: one guided sampling step (default: network)",
+    )
     p.add_argument("--providers", default="cpu", help="ort: comma-separated providers (cpu, cuda, tensorrt)")
     p.add_argument("--onnx-dir", help="ort/trt: export folder (default: the cache's)")
 
@@ -112,8 +117,10 @@ def time_backend(args: argparse.Namespace, stage: str, device: torch.device) -> 
     from ..backends import load_backend
     from ..backends.profiles import Profile
 
-    graphs = {"network": {"keyframe": "keyframe_network", "interpolation": "interpolation_network"},
-              "step": {"keyframe": "keyframe_guided", "interpolation": "interpolation_guided"}}
+    graphs = {
+        "network": {"keyframe": "keyframe_network", "interpolation": "interpolation_network"},
+        "step": {"keyframe": "keyframe_guided", "interpolation": "interpolation_guided"},
+    }
     graph = graphs[args.unit][stage]
     bundle = random_bundle_for(args.size, [graph], args.dtype if args.backend == "torch" else "fp32")
     config = bundle.keyframe.config if stage == "keyframe" else bundle.interpolation.config
@@ -125,6 +132,14 @@ def time_backend(args: argparse.Namespace, stage: str, device: torch.device) -> 
     elif args.backend == "torch":
         bundle.to(device)
     profile = Profile(frames=args.frames, clips=(1, args.clips, args.clips), dtype=args.dtype)
+    if args.backend == "trt":  # a benchmark builds its own engines (cached like build-engines does)
+        from export.tensorrt_build import build_engines
+
+        from ..backends import ensure_export
+        from ..backends.trt_cache import default_cache_dir, require_tensorrt
+
+        require_tensorrt()
+        build_engines(ensure_export(bundle, profile, args.onnx_dir, graphs=[graph]), default_cache_dir(), [graph])
     backend = load_backend(args.backend, bundle, profile, args.onnx_dir, graphs=[graph], **options)
     x, c_noise, cond = nfe_inputs(config, args.clips, args.frames, config.latent_size, device, torch.float32)
     if args.unit == "network":

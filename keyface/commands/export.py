@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--graphs", help="comma-separated graph names (default: all exported)")
     b.add_argument("--fp8", action="store_true", help="fp8 UNet engines (graph must carry Q/DQ nodes)")
     b.add_argument("--workspace-gb", type=float, default=8.0, help="builder workspace (default 8 GiB)")
+    b.add_argument("--random", choices=["tiny", "full"], help="random weights of this size (benchmarks)")
     b.set_defaults(func=run_build)
 
 
@@ -108,10 +109,11 @@ def run_build(args: argparse.Namespace) -> int:
 
     require_tensorrt()
     GpuInfo.current()
-    bundle, profile = _load(args, None)
-    folder = ensure_export(bundle, profile, args.onnx_dir)
+    graphs = _graphs(args.graphs)
+    bundle, profile = _load(args, graphs)
+    folder = ensure_export(bundle, profile, args.onnx_dir, graphs=graphs)
     cache = Path(args.cache) if args.cache else default_cache_dir()
-    paths = build_engines(folder, cache, _graphs(args.graphs), args.fp8, args.workspace_gb)
+    paths = build_engines(folder, cache, graphs, args.fp8, args.workspace_gb)
     for path in paths:
         print(path)
     print(f"{len(paths)} engines ready in {cache}", file=sys.stderr)
