@@ -25,7 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -119,6 +119,18 @@ def decode_image(data: str) -> torch.Tensor:
             rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"image: not a readable PNG/JPEG ({exc})") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+
+
+def placeholder_identity(size: int) -> torch.Tensor:
+    """A plain drawn face (3, size, size) for models that ship no identity image."""
+    img = Image.new("RGB", (256, 256), (70, 110, 150))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([64, 40, 192, 210], fill=(224, 180, 150))
+    for x in (100, 156):
+        draw.ellipse([x - 10, 105, x + 10, 120], fill=(40, 30, 30))
+    draw.ellipse([108, 160, 148, 176], fill=(150, 60, 60))
+    rgb = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
@@ -310,6 +322,8 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         """Open an avatar session; its frames start at once (idle until audio arrives)."""
         body = body or CreateSession()
         identity = decode_image(body.image) if body.image else None
+        if identity is None and engine.bundle.identity_image is None:
+            identity = placeholder_identity(engine.image_size)  # a model without a face of its own
         session = await manager.create(identity, emotion_of(body.emotion), body.seed)
         base = f"/v1/sessions/{session.id}"
         return SessionCreated(

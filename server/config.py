@@ -100,7 +100,9 @@ class ServerConfig:
         bad = [r for r in self.sample_rates if r not in SUPPORTED_RATES]
         if bad or not self.sample_rates:
             raise InputError(f"sample rates must be among {', '.join(map(str, SUPPORTED_RATES))}, got {bad}")
-        for name in ("max_sessions", "max_message_bytes", "max_body_bytes", "max_messages_per_second", "port"):
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"port must be within 0 (any free port) and 65535, got {self.port}")
+        for name in ("max_sessions", "max_message_bytes", "max_body_bytes", "max_messages_per_second"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', ' ')} must be positive")
         if self.max_buffered_seconds <= 0 or self.idle_timeout <= 0:

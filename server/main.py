@@ -70,8 +70,8 @@ def prepare(config: ServerConfig, engine: AvatarEngine):
 
 def serve(config: ServerConfig, engine: AvatarEngine | None = None) -> None:
     """Run until interrupted (blocking)."""
+    engine = engine or load_engine(config)  # a missing model fails here, before logging is set up
     setup_logging(config.log_format, config.log_level)
-    engine = engine or load_engine(config)
     app = prepare(config, engine)
     state = app.state.keyface
     url = f"http://{'localhost' if config.loopback else config.host}:{config.port}/"

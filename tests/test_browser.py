@@ -139,6 +139,20 @@ def test_page_connects_plays_a_wav_and_shows_a_moving_face(server, speech_wav, t
             page.wait_for_function(
                 "window.keyfaceApp.events.some((e) => e.type === 'playback_finished')", timeout=30_000
             )
+            # emotion slider → emotion_set
+            page.eval_on_selector("#valence", "(el) => { el.value = '0.5'; el.dispatchEvent(new Event('change')); }")
+            page.wait_for_function("window.keyfaceApp.events.some((e) => e.type === 'emotion_set')", timeout=10_000)
+            if shutil.which("espeak-ng"):  # say a text, interrupt it
+                page.fill("#text", "This sentence is long enough to be interrupted before it ends, surely.")
+                page.click("#say")
+                page.wait_for_function(
+                    "window.keyfaceApp.events.filter((e) => e.type === 'speech_started').length >= 2", timeout=30_000
+                )
+                page.click("#interrupt")
+                page.wait_for_function(
+                    "window.keyfaceApp.events.some((e) => e.type === 'playback_finished' && e.interrupted)",
+                    timeout=10_000,
+                )
             events = page.evaluate("window.keyfaceApp.events")
             page.wait_for_timeout(1200)  # a stats refresh
             t1 = page.evaluate("document.getElementById('avatar').currentTime")
@@ -153,6 +167,10 @@ def test_page_connects_plays_a_wav_and_shows_a_moving_face(server, speech_wav, t
 
     kinds = [e["type"] for e in events]
     assert "speech_started" in kinds
+    assert next(e for e in events if e["type"] == "emotion_set")["valence"] == pytest.approx(0.5)
+    if shutil.which("espeak-ng"):
+        cut = next(e for e in events if e["type"] == "playback_finished" and e["interrupted"])
+        assert cut["playback_position"] < 4.0
     finished = next(e for e in events if e["type"] == "playback_finished")
     assert finished["interrupted"] is False
     assert finished["playback_position"] == pytest.approx(1.6, abs=0.05)

@@ -115,3 +115,38 @@ def test_keyface_say_speaks_in_the_newest_session(server, capsys):
         out = capsys.readouterr().out
         assert f"in session {sid}" in out and "opened session" not in out
         assert http.delete(f"/v1/sessions/{sid}").status_code == 204
+
+
+def test_cors_and_a_model_without_a_face_of_its_own():
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    engine = AvatarEngine(micro_bundle(seed=32), max_sessions=1)  # no identity image
+    config = ServerConfig(web_root=None, cors_origins=("https://app.example",))
+    with TestClient(create_app(config, engine)) as http:
+        preflight = http.options(
+            "/v1/sessions",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+        other = http.options(
+            "/v1/sessions", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
+        assert "access-control-allow-origin" not in other.headers
+        created = http.post("/v1/sessions", json={}, headers={"Origin": "https://app.example"})
+        assert created.status_code == 201 and created.headers["access-control-allow-origin"] == "https://app.example"
+        assert http.delete(f"/v1/sessions/{created.json()['session_id']}").status_code == 204
+    engine.close()
+
+
+def test_serve_without_a_model_says_how_to_get_one(monkeypatch, tmp_path, capsys):
+    import engine.defaults
+
+    monkeypatch.delenv("KEYFACE_WEIGHTS", raising=False)
+    monkeypatch.setattr(engine.defaults, "DEMO_MODEL_DIR", tmp_path / "no-demo")
+    assert main(["serve", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "no model is installed" in err and "--weights" in err and "init-model" in err
+    assert main(["serve", "--weights", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -142,6 +142,15 @@ async def opened(server, info: dict):
     return ws
 
 
+def eventually(check, seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def pcm16(seconds: float, rate: int = 16000, seed: int = 0) -> bytes:
     return (speechlike(seconds, seed=seed, sr=rate) * 32767).astype("<i2").tobytes()
 
@@ -270,9 +279,7 @@ def test_idle_sessions_time_out(server, http):
     info = new_session(http)
     sid = info["session_id"]
     assert http.get(f"/v1/sessions/{sid}").status_code == 200
-    deadline = time.monotonic() + CONFIG.idle_timeout + 3
-    while http.get(f"/v1/sessions/{sid}").status_code == 200 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    assert eventually(lambda: http.get(f"/v1/sessions/{sid}").status_code == 404, CONFIG.idle_timeout + 3)
     error_of(http.get(f"/v1/sessions/{sid}"), 404, "unknown_session")
     assert 'keyface_sessions_closed_total{reason="idle_timeout"}' in http.get("/metrics").text
 
@@ -448,7 +455,7 @@ def test_second_socket_is_refused_and_disconnect_mid_stream_plays_out(server, ht
     finished = asyncio.run(scenario())
     assert finished["interrupted"] is False
     assert finished["playback_position"] == pytest.approx(0.8, abs=0.05)
-    assert http.get(f"/v1/sessions/{info['session_id']}").json()["audio_socket"] is False
+    assert eventually(lambda: http.get(f"/v1/sessions/{info['session_id']}").json()["audio_socket"] is False)
     assert http.delete(f"/v1/sessions/{info['session_id']}").status_code == 204
 
 
@@ -464,6 +471,25 @@ def test_deleting_a_session_closes_its_socket_with_4410(server, http):
 
     asyncio.run(scenario())
     error_of(http.get(f"/v1/sessions/{info['session_id']}"), 404, "unknown_session")
+
+
+def test_a_peer_that_goes_away_is_detached_and_its_session_times_out(server, http):
+    info = new_session(http)
+    sid = info["session_id"]
+
+    async def watch_then_leave():
+        async with KeyFaceClient(server.url, token=API) as client:
+            rx = MediaReceiver(client, Session.from_json(info), keep_video=False)
+            await rx.connect()
+            await asyncio.wait_for(rx.connected.wait(), 10)
+            await asyncio.sleep(0.3)
+            assert http.get(f"/v1/sessions/{sid}").json()["peer"] == "connected"
+            await rx.close()
+
+    asyncio.run(watch_then_leave())
+    assert eventually(lambda: http.get(f"/v1/sessions/{sid}").json()["peer"] == "none")
+    assert eventually(lambda: http.get(f"/v1/sessions/{sid}").status_code == 404, CONFIG.idle_timeout + 3)
+    error_of(http.get(f"/v1/sessions/{sid}"), 404, "unknown_session")
 
 
 def test_bystander_kept_streaming_through_everything(server, bystander, http):
