@@ -112,7 +112,7 @@ def _timed(fn, device: torch.device, repeat: int, warmup: int) -> list[float]:
 
 def time_backend(args: argparse.Namespace, stage: str, device: torch.device) -> list[float]:
     """Seconds per call of ``stage`` on ``args.backend`` (random weights; exported once for ort/trt)."""
-    from export.onnx.random_models import random_bundle_for
+    from export.onnx.random_models import random_bundle_for, to_device
 
     from ..backends import load_backend
     from ..backends.profiles import Profile
@@ -130,7 +130,7 @@ def time_backend(args: argparse.Namespace, stage: str, device: torch.device) -> 
     if args.backend == "ort":
         options = {"providers": tuple(args.providers.split(",")), "threads": args.threads}
     elif args.backend == "torch":
-        bundle.to(device)
+        to_device(bundle, device)
     profile = Profile(frames=args.frames, clips=(1, args.clips, args.clips), dtype=args.dtype)
     if args.backend == "trt":  # a benchmark builds its own engines (cached like build-engines does)
         from export.tensorrt_build import build_engines

@@ -55,9 +55,9 @@ def random_bundle_for(size: str, graphs: list[str], dtype: str = "fp32", vae_dty
     wanted = set(graphs)
     unet_dtype, ae_dtype = parse_dtype(dtype), parse_dtype(vae_dtype)
     if wanted & set(NEEDS["keyframe"]):
-        keyframe.network = materialize(keyframe.network, unet_dtype, 1)
+        keyframe = materialize(keyframe, unet_dtype, 1)  # type: ignore[assignment]
     if wanted & set(NEEDS["interpolation"]):
-        interpolation.network = materialize(interpolation.network, unet_dtype, 2)
+        interpolation = materialize(interpolation, unet_dtype, 2)  # type: ignore[assignment]
     if wanted & set(NEEDS["bad"]):
         bad = materialize(bad, unet_dtype, 3)
     if wanted & set(NEEDS["vae"]):
@@ -67,3 +67,11 @@ def random_bundle_for(size: str, graphs: list[str], dtype: str = "fp32", vae_dty
         vae=vae, image_size=512,
         audio={"keyframe": ["logmel"], "interpolation": ["logmel"], "logmel": {"n_mels": 1536}},
     )
+
+
+def to_device(bundle: ModelBundle, device: torch.device | str) -> ModelBundle:
+    """Move the materialised modules of a (partly meta) bundle; meta placeholders stay."""
+    for module in (bundle.keyframe, bundle.interpolation, bundle.bad, bundle.vae):
+        if module is not None and not any(p.is_meta for p in module.parameters()):
+            module.to(device)
+    return bundle
