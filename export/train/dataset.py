@@ -1,0 +1,86 @@
+"""The training set on disk: synthetic sessions packed into one ``.npz`` per split.
+
+Arrays (frames of all sessions concatenated): ``frames`` (N, H, W, 3) uint8, ``audio_feats``
+(N, 2, n_mels) log-mel rows, ``params`` (N, P), ``emotion`` (N, 2), ``starts`` (S+1,) session
+offsets, ``neutral`` (S, H, W, 3) identity images, ``identity_seeds`` (S,), ``audio`` (N·640,).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engine.audio.logmel import LogMelEncoder
+
+from .synth import HELDOUT_ID_OFFSET, make_session
+
+N_MELS = 40
+
+
+@dataclass
+class SessionSet:
+    frames: np.ndarray
+    audio_feats: np.ndarray
+    params: np.ndarray
+    emotion: np.ndarray
+    starts: np.ndarray
+    neutral: np.ndarray
+    identity_seeds: np.ndarray
+    audio: np.ndarray
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self.starts) - 1
+
+    def span(self, s: int) -> tuple[int, int]:
+        return int(self.starts[s]), int(self.starts[s + 1])
+
+    def subset(self, count: int) -> SessionSet:
+        """The first ``count`` sessions."""
+        if count >= self.num_sessions:
+            return self
+        end = int(self.starts[count])
+        return SessionSet(
+            frames=self.frames[:end], audio_feats=self.audio_feats[:end], params=self.params[:end],
+            emotion=self.emotion[:end], starts=self.starts[: count + 1], neutral=self.neutral[:count],
+            identity_seeds=self.identity_seeds[:count], audio=self.audio[: end * 640],
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SessionSet:
+        with np.load(path) as data:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+def generate(
+    count: int, split: str = "train", size: int = 64, seed: int = 0, utterances: int = 4, n_mels: int = N_MELS
+) -> SessionSet:
+    """``count`` sessions of ``split`` (seeds ``seed … seed+count-1``) with their log-mel rows."""
+    encoder = LogMelEncoder(n_mels)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("frames", "audio_feats", "params", "emotion", "audio")}
+    neutral, seeds, starts = [], [], [0]
+    for k in tqdm(range(count), desc=f"sessions ({split})", unit="session"):
+        s = make_session(seed + k, split, size, utterances)
+        feats = encoder.encode(torch.from_numpy(s.audio)).numpy()[: s.num_frames]
+        parts["frames"].append(s.frames)
+        parts["audio_feats"].append(feats)
+        parts["params"].append(s.params)
+        parts["emotion"].append(s.emotion)
+        parts["audio"].append(s.audio)
+        neutral.append(s.neutral)
+        seeds.append(seed + k + (HELDOUT_ID_OFFSET if split == "heldout" else 0))
+        starts.append(starts[-1] + s.num_frames)
+    return SessionSet(
+        **{k: np.concatenate(v) for k, v in parts.items()},
+        starts=np.asarray(starts, np.int64),
+        neutral=np.stack(neutral),
+        identity_seeds=np.asarray(seeds, np.int64),
+    )

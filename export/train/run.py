@@ -1,0 +1,104 @@
+"""The training stages as the ``keyface train`` command runs them, with their files in ``out``.
+
+``out/vae.pt`` (checkpoint) → ``out/vae.safetensors`` + ``out/vae.json`` (calibrated scale) +
+``out/latents.pt`` (cached dataset latents); ``out/keyframe.pt`` / ``out/interpolation.pt``
+(stage checkpoints); :func:`teacher_bundle` assembles them into a :class:`ModelBundle`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.bundle import ModelBundle, SamplingDefaults
+from engine.models.stage import KeyFaceStage
+from engine.models.vae import AutoencoderKL
+
+from .config import IMAGE_SIZE, TEACHER_SAMPLING, demo_audio, demo_stage, demo_vae
+from .dataset import SessionSet
+from .diffusion import LatentSet, stage_step_fn
+from .loop import LoopConfig, train
+from .vae import calibrate_scale, encode_frames, train_vae
+
+Log = Callable[[str], None]
+
+
+def file_logger(out: Path, name: str) -> Log:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.log"
+
+    def log(line: str) -> None:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    return log
+
+
+def run_vae(data_path: Path, out: Path, steps: int, batch: int = 16, seed: int = 0,
+            device: str = "cpu", lr: float = 1e-3, sessions: int = 0) -> AutoencoderKL:
+    """Train the VAE, calibrate its latent scale, cache the latents of the first ``sessions``
+    sessions (0: all) for the diffusion stages."""
+    data = SessionSet.load(data_path)
+    vae = train_vae(data, out, steps, batch, lr, seed, file_logger(out, "vae"), device).cpu().eval()
+    data = data.subset(sessions) if sessions else data
+    with torch.no_grad():
+        raw = encode_frames(vae, data.frames)
+        vae = calibrate_scale(vae, raw)
+        latents = vae.scale_latent(raw)
+        identity = vae.scale_latent(encode_frames(vae, data.neutral))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
+    (out / "vae.json").write_text(json.dumps(vae.cfg.to_dict()) + "\n", encoding="utf-8")
+    cache = {"latents": latents, "identity": identity, "data": str(data_path), "sessions": data.num_sessions}
+    torch.save(cache, out / "latents.pt")
+    return vae
+
+
+def load_vae(out: Path) -> AutoencoderKL:
+    cfg = json.loads((out / "vae.json").read_text(encoding="utf-8"))
+    vae = AutoencoderKL(demo_vae(scale_factor=cfg["scale_factor"]))
+    vae.load_state_dict(load_file(str(out / "vae.safetensors")))
+    return vae.eval().requires_grad_(False)
+
+
+def load_latents(out: Path, data_path: Path | None = None) -> LatentSet:
+    cache = torch.load(out / "latents.pt", weights_only=True)
+    data = SessionSet.load(data_path or Path(cache["data"])).subset(int(cache["sessions"]))
+    return LatentSet(data, cache["latents"].float(), cache["identity"].float())
+
+
+def run_stage(kind: str, out: Path, steps: int, clips: int = 8, seed: int = 0, lr: float = 1e-3,
+              pixel_every: int = 1, device: str = "cpu", data_path: Path | None = None) -> KeyFaceStage:
+    """Train (or resume) one stage on the cached latents."""
+    lat = load_latents(out, data_path)
+    vae = load_vae(out).to(device) if pixel_every > 0 else None
+    torch.manual_seed(seed)
+    stage = KeyFaceStage(demo_stage(kind)).to(device)  # type: ignore[arg-type]
+    cfg = LoopConfig(steps=steps, lr=lr, seed=seed)
+    train(stage, stage_step_fn(stage, lat, clips, vae, pixel_every, device), cfg, out / f"{kind}.pt",
+          desc=kind, log=file_logger(out, kind))
+    return stage.cpu().eval()
+
+
+def load_stage(path: Path, kind: str) -> KeyFaceStage:
+    stage = KeyFaceStage(demo_stage(kind))  # type: ignore[arg-type]
+    stage.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    return stage.eval().requires_grad_(False)
+
+
+def teacher_bundle(out: Path, sampling: SamplingDefaults = TEACHER_SAMPLING, name: str = "keyface-demo-teacher",
+                   keyframe: KeyFaceStage | None = None, interpolation: KeyFaceStage | None = None) -> ModelBundle:
+    """Both trained stages + the VAE as a bundle (the 10-step guided teacher by default)."""
+    return ModelBundle(
+        name=name,
+        keyframe=keyframe or load_stage(out / "keyframe.pt", "keyframe"),
+        interpolation=interpolation or load_stage(out / "interpolation.pt", "interpolation"),
+        bad=None,
+        vae=load_vae(out),
+        image_size=IMAGE_SIZE,
+        audio=demo_audio(),
+        sampling=sampling,
+    ).eval()

@@ -1,0 +1,72 @@
+"""``keyface distill``: few-step, guidance-free students of the trained demo teacher; ship them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+EPILOG = """example (after keyface train …, see docs/demo-model.md):
+  keyface distill --out out/train --steps 300 --ship models/demo --data-heldout out/data/heldout.npz"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill the demo teacher into a 1-3 step student and write the model folder",
+        description="Guidance + step distillation of the demo model (export/distill.py).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="the training folder (teacher checkpoints, latents)")
+    p.add_argument("--steps", type=int, default=300, help="student steps per stage (default 300)")
+    p.add_argument("--clips", type=int, default=4, help="clips per step (default 4)")
+    p.add_argument("--teacher-batches", type=int, default=8, help="teacher sample batches per stage (default 8)")
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    p.add_argument("--stages", default="keyframe,interpolation", help="which stages to distill")
+    p.add_argument("--ship", help="write the student model folder here (e.g. models/demo)")
+    p.add_argument("--teacher-dir", help="also write the teacher model folder here")
+    p.add_argument("--data-heldout", help="held-out set .npz: its first identity becomes the default identity")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.distill import DistillConfig, distill_step_fn, make_student, teacher_trajectories
+    from export.ship import bundle_size, save_identity_image, ship
+    from export.train.config import STUDENT_SAMPLING, TEACHER_SAMPLING
+    from export.train.dataset import SessionSet
+    from export.train.loop import LoopConfig, train
+    from export.train.run import file_logger, load_latents, load_stage, teacher_bundle
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    lat = load_latents(out)
+    students = {}
+    for kind in ("keyframe", "interpolation"):
+        teacher = load_stage(out / f"{kind}.pt", kind)
+        ckpt = out / f"student_{kind}.pt"
+        if kind not in args.stages.split(","):
+            students[kind] = load_stage(ckpt, kind) if ckpt.is_file() else teacher
+            continue
+        steps = STUDENT_SAMPLING.keyframe_steps if kind == "keyframe" else STUDENT_SAMPLING.interpolation_steps
+        cfg = DistillConfig(teacher_steps=TEACHER_SAMPLING.keyframe_steps, student_steps=steps)
+        traj = teacher_trajectories(teacher, lat, cfg, args.teacher_batches, args.clips, args.seed)
+        student = make_student(teacher)
+        loop = LoopConfig(steps=args.steps, lr=args.lr, seed=args.seed, warmup=10)
+        train(student, distill_step_fn(student, teacher, lat, traj, cfg, args.clips), loop, ckpt,
+              desc=f"distill {kind}", log=file_logger(out, f"distill_{kind}"))
+        students[kind] = student.eval().requires_grad_(False)
+    image = None
+    if args.data_heldout:
+        held = SessionSet.load(args.data_heldout)
+        image = save_identity_image(held.neutral[0], out / "identity.png")
+    if args.teacher_dir:
+        ship(teacher_bundle(out), Path(args.teacher_dir), image, half=False)
+    if args.ship:
+        bundle = teacher_bundle(out, STUDENT_SAMPLING, "keyface-demo", students["keyframe"], students["interpolation"])
+        path = ship(bundle, Path(args.ship), image, half=False)
+        print(f"wrote {path} ({bundle_size(path) / 1e6:.1f} MB)")
+    return 0

@@ -1,0 +1,130 @@
+"""Smoke tests of the demo-model trainers, distillation and metrics (a few steps on tiny clips)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.audio.logmel import LogMelEncoder
+from engine.defaults import DEMO_MODEL_DIR
+from engine.models.stage import KeyFaceStage
+from engine.models.vae import AutoencoderKL
+from export.data.speech import espeak_missing_reason
+from export.distill import DistillConfig, distill_step_fn, make_student, teacher_trajectories
+from export.train.config import demo_stage, demo_vae
+from export.train.dataset import N_MELS, SessionSet
+from export.train.diffusion import LatentSet, stage_step_fn
+from export.train.loop import LoopConfig, train
+from export.train.synth import make_session
+from export.train.vae import calibrate_scale, encode_frames, vae_step_fn
+
+pytestmark = pytest.mark.skipif(espeak_missing_reason() is not None, reason="espeak-ng is not available")
+
+
+@pytest.fixture(scope="module")
+def sessions() -> SessionSet:
+    enc = LogMelEncoder(N_MELS)
+    parts = [make_session(k, "train", 64, utterances=1) for k in range(2)]
+    starts = np.cumsum([0] + [s.num_frames for s in parts])
+    feats = [enc.encode(torch.from_numpy(s.audio)).numpy()[: s.num_frames] for s in parts]
+    return SessionSet(
+        frames=np.concatenate([s.frames for s in parts]),
+        audio_feats=np.concatenate(feats),
+        params=np.concatenate([s.params for s in parts]),
+        emotion=np.concatenate([s.emotion for s in parts]),
+        starts=starts,
+        neutral=np.stack([s.neutral for s in parts]),
+        identity_seeds=np.arange(2),
+        audio=np.concatenate([s.audio for s in parts]),
+    )
+
+
+@pytest.fixture(scope="module")
+def latents(sessions: SessionSet) -> tuple[AutoencoderKL, LatentSet]:
+    torch.manual_seed(0)
+    vae = AutoencoderKL(demo_vae()).eval()
+    raw = encode_frames(vae, sessions.frames)
+    vae = calibrate_scale(vae, raw)
+    lat = LatentSet(sessions, vae.scale_latent(raw), vae.scale_latent(encode_frames(vae, sessions.neutral)))
+    return vae, lat
+
+
+def fixed(step_fn):
+    """The same batch and noise at every step."""
+    return lambda i, gen: step_fn(0, torch.Generator().manual_seed(1))
+
+
+def test_vae_loss_decreases_on_a_fixed_batch(sessions: SessionSet) -> None:
+    torch.manual_seed(0)
+    vae = AutoencoderKL(demo_vae())
+    losses = train(vae, fixed(vae_step_fn(vae, sessions, 4, crop=16)), LoopConfig(steps=20, lr=2e-3, warmup=1))
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+@pytest.mark.parametrize("kind", ["keyframe", "interpolation"])
+def test_stage_loss_decreases_on_a_fixed_batch(kind: str, latents) -> None:
+    vae, lat = latents
+    torch.manual_seed(0)
+    stage = KeyFaceStage(demo_stage(kind))  # type: ignore[arg-type]
+    step = stage_step_fn(stage, lat, 1, vae if kind == "keyframe" else None)
+    losses = train(stage, fixed(step), LoopConfig(steps=20, lr=2e-3, warmup=1))
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_resume_continues_identically(latents, tmp_path: Path) -> None:
+    _, lat = latents
+
+    def fresh() -> KeyFaceStage:
+        torch.manual_seed(0)
+        return KeyFaceStage(demo_stage("interpolation"))
+
+    straight = fresh()
+    train(straight, stage_step_fn(straight, lat, 1, None), LoopConfig(steps=4, seed=3))
+    resumed = fresh()
+    ckpt = tmp_path / "ckpt.pt"
+    train(resumed, stage_step_fn(resumed, lat, 1, None), LoopConfig(steps=2, seed=3, checkpoint_every=2), ckpt)
+    again = fresh()
+    train(again, stage_step_fn(again, lat, 1, None), LoopConfig(steps=4, seed=3), ckpt)
+    for a, b in zip(straight.parameters(), again.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_distillation_step_runs(latents) -> None:
+    _, lat = latents
+    torch.manual_seed(0)
+    teacher = KeyFaceStage(demo_stage("keyframe")).eval().requires_grad_(False)
+    cfg = DistillConfig(teacher_steps=2, student_steps=3)
+    traj = teacher_trajectories(teacher, lat, cfg, batches=1, clips=1)
+    student = make_student(teacher)
+    before = copy.deepcopy(student.state_dict())
+    losses = train(student, distill_step_fn(student, teacher, lat, traj, cfg, 1), LoopConfig(steps=2, warmup=1))
+    assert all(np.isfinite(losses))
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def test_measured_opening_tracks_ground_truth(sessions: SessionSet) -> None:
+    from export.eval import ground_truth_lip_sync
+
+    assert ground_truth_lip_sync(sessions, [0, 1]) > 0.95
+
+
+@pytest.mark.skipif(not (DEMO_MODEL_DIR / "keyface.json").is_file(), reason="no demo model in this checkout")
+def test_demo_model_renders_and_metrics_are_finite(sessions: SessionSet) -> None:
+    from engine.bundle import load_bundle
+    from export.eval import lip_sync, render
+
+    bundle = load_bundle(DEMO_MODEL_DIR)
+    assert bundle.identity_image is not None and bundle.identity_image.is_file()
+    size = sum(f.stat().st_size for f in DEMO_MODEL_DIR.iterdir())
+    assert size <= 30_000_000
+    wave = sessions.audio[: 25 * 640]
+    frames = render(bundle, sessions.neutral[0], wave, np.zeros((25, 2), np.float32))
+    assert frames.shape == (25, 64, 64, 3)
+    r, psnr = lip_sync(bundle, sessions.subset(1), [0])
+    assert np.isfinite(r) and np.isfinite(psnr)
