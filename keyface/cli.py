@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from engine.errors import KeyFaceError
 
 from . import __version__
-from .commands import bench, data, export, fetch, init_model, render, say, serve, stream, train
+from .commands import bench, data, distill, eval, export, fetch, init_model, render, say, serve, stream, train
 
-COMMANDS = (serve, say, stream, render, bench, fetch, init_model, export, data, train)
+COMMANDS = (serve, say, stream, render, bench, fetch, init_model, export, data, train, distill, eval)
 
 
 def build_parser() -> argparse.ArgumentParser:
