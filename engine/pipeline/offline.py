@@ -195,11 +195,12 @@ class OfflineRenderer:
         return out.reshape(count, window, *out.shape[1:])
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Stored-space latents → float RGB in [0, 1], (n, H, W, 3), one frame per decoder call."""
+        """Stored-space latents → float RGB in [0, 1], (n, H, W, 3), each frame its own clip."""
+        if self.backend is None:
+            return decode_frames(self.bundle, latents)
         vae = self.bundle.vae
         with torch.no_grad():
-            z = vae.unscale_latent(latents.to(self.dtype))
-            image = self.backend.decode(z) if self.backend else vae.decode(z, frames_per_call=1)
+            image = self.backend.decode(vae.unscale_latent(latents.to(self.dtype)))
         return vae.to_unit_range(image.float()).permute(0, 2, 3, 1).cpu()
 
     # -- the schedule ---------------------------------------------------------------------------

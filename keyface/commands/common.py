@@ -29,6 +29,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "torch.autocast like the reference (default: fp32 on CPU, autocast-fp16 on CUDA)",
     )
     group.add_argument(
+        "--backend",
+        choices=["torch", "ort", "trt"],
+        default=os.environ.get("KEYFACE_BACKEND") or None,
+        help="inference backend: PyTorch, ONNX Runtime or TensorRT (default: $KEYFACE_BACKEND, else torch); "
+        "see docs/export.md",
+    )
+    group.add_argument(
         "--trust-weights",
         action="store_true",
         default=os.environ.get("KEYFACE_TRUST_WEIGHTS") == "1",

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         interpolation_steps=args.interpolation_steps or args.steps,
         seed=args.seed,
         autocast=autocast,
+        backend=args.backend,
     )
     with torch.inference_mode():
         renderer = OfflineRenderer(bundle, identity, kf_audio, ip_audio, emotions, num_frames, settings)
