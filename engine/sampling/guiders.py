@@ -37,13 +37,9 @@ class AudioRefGuider:
         ref = Conditioning(cond.concat, uc.crossattn, cond.vector)
         return Conditioning.cat([uc, ref, cond])
 
-    def denoise_branches(
-        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning
-    ) -> torch.Tensor:
+    def denoise_branches(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """The three branch outputs stacked ``[uc ; ref ; full]`` (3·rows)."""
-        return denoise(
-            self.network, x.repeat(3, 1, 1, 1), sigma.repeat(3), self.branches(cond), self.num_frames
-        )
+        return denoise(self.network, x.repeat(3, 1, 1, 1), sigma.repeat(3), self.branches(cond), self.num_frames)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         d_uc, d_ref, d_full = self.denoise_branches(x, sigma, cond).chunk(3)
