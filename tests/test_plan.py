@@ -19,7 +19,9 @@ RUNS = json.loads((KEYFACE / "pipeline_schedule.json").read_text())["runs"]
 @pytest.mark.parametrize("run", RUNS, ids=lambda r: f"N{r['N_audio_frames']}")
 def test_steady_state_matches_reference(run):
     plan = KeyFacePlan(run["N_audio_frames"])
-    reference_calls = [b for chunk in run["sample_loop_chunks"] for b in chunk["keyframe_call"]["audio_frame_index_per_slot"]]
+    reference_calls = [
+        b for chunk in run["sample_loop_chunks"] for b in chunk["keyframe_call"]["audio_frame_index_per_slot"]
+    ]
     ours = [plan.batch_slot_frames(b) for b in plan.keyframe_batches()]
     assert len(ours) == len(reference_calls)
     full = [i for i, b in enumerate(plan.keyframe_batches()) if len(b) == plan.keyframes_per_batch]

@@ -70,8 +70,25 @@ def test_render_with_precomputed_embeddings_emotion_ramp_and_image(tmp_path, mod
     save_file({"keyframe": torch.randn(25, 2, 48), "interpolation": torch.randn(25, 2, 48)}, str(emb))
     image = placeholder_face(tmp_path / "other.png", 200)
     out = tmp_path / "out.mp4"
-    args = ["render", "--weights", str(model_dir), "--audio", str(audio), "--out", str(out), "--steps", "1",
-            "--audio-emb", str(emb), "--image", str(image), "--emotion", "happy", "--emotion", "0.2,-0.5"]
+    args = [
+        "render",
+        "--weights",
+        str(model_dir),
+        "--audio",
+        str(audio),
+        "--out",
+        str(out),
+        "--steps",
+        "1",
+        "--audio-emb",
+        str(emb),
+        "--image",
+        str(image),
+        "--emotion",
+        "happy",
+        "--emotion",
+        "0.2,-0.5",
+    ]
     assert main(args) == 0
     assert probe(out)[0] == 25
 
@@ -82,7 +99,21 @@ def test_same_seed_same_video_different_seed_differs(tmp_path, model_dir):
     outs = []
     for i, seed in enumerate(["5", "5", "6"]):
         out = tmp_path / f"o{i}.mp4"
-        main(["render", "--weights", str(model_dir), "--audio", str(audio), "--out", str(out), "--steps", "1", "--seed", seed])
+        main(
+            [
+                "render",
+                "--weights",
+                str(model_dir),
+                "--audio",
+                str(audio),
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+                "--seed",
+                seed,
+            ]
+        )
         with av.open(str(out)) as c:
             outs.append(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]))
     assert np.array_equal(outs[0], outs[1])
@@ -114,7 +145,16 @@ def test_embeddings_of_wrong_width_are_refused(tmp_path, model_dir, capsys):
     write_wav(audio, 0.5)
     emb = tmp_path / "e.safetensors"
     save_file({"keyframe": torch.randn(13, 2, 30), "interpolation": torch.randn(13, 2, 30)}, str(emb))
-    args = ["render", "--weights", str(model_dir), "--audio", str(audio), "--out", str(tmp_path / "o.mp4"),
-            "--audio-emb", str(emb)]
+    args = [
+        "render",
+        "--weights",
+        str(model_dir),
+        "--audio",
+        str(audio),
+        "--out",
+        str(tmp_path / "o.mp4"),
+        "--audio-emb",
+        str(emb),
+    ]
     assert main(args) == 2
     assert "keyframe audio embeddings must be (frames, 2, 48)" in capsys.readouterr().err
