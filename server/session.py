@@ -270,7 +270,7 @@ class ServerSession:
         finally:
             await frames.aclose()
         if not self.closed:  # the engine session ended by itself (worker failure)
-            asyncio.get_running_loop().create_task(self.manager.close(self.id, "engine_error"))
+            self.manager.spawn(self.manager.close(self.id, "engine_error"))
 
     def _check_pace(self) -> None:
         """Warn (at most every 5 s) when more than a fifth of the last second's frames were late."""
@@ -365,6 +365,7 @@ class SessionManager:
         self.sessions: dict[str, ServerSession] = {}
         self._opening = 0
         self._reaper: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         metrics.bind_fps(self.mean_fps)
 
@@ -388,6 +389,12 @@ class SessionManager:
         self.metrics.sessions_active.set(len(self.sessions))
         log.info("session opened", extra={"session": sid})
         return session
+
+    def spawn(self, coro) -> None:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def get(self, sid: str) -> ServerSession | None:
         return self.sessions.get(sid)

@@ -492,6 +492,28 @@ def test_a_peer_that_goes_away_is_detached_and_its_session_times_out(server, htt
     error_of(http.get(f"/v1/sessions/{sid}"), 404, "unknown_session")
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_an_engine_failure_ends_only_its_own_session(server, http):
+    info = new_session(http)
+    sid = info["session_id"]
+
+    def broken() -> bool:
+        raise RuntimeError("injected engine failure")
+
+    avatar = server.state.manager.get(sid).avatar
+
+    async def scenario():
+        ws = await opened(server, info)
+        avatar.live.work = broken  # fault injection into this session only
+        msg = await expect(ws, "session_closed", timeout=5)
+        await expect_close(ws, 4410)
+        return msg
+
+    assert asyncio.run(scenario())["reason"] == "engine_error"
+    error_of(http.get(f"/v1/sessions/{sid}"), 404, "unknown_session")
+    assert avatar not in server.state.engine.sessions.values()  # its place in the limit is free again
+
+
 def test_bystander_kept_streaming_through_everything(server, bystander, http):
     elapsed = time.perf_counter() - bystander.started
     pts = [r.pts for r in bystander.rx.video]

@@ -220,6 +220,7 @@ class AvatarSession:
                 did = self.live.work()
             except Exception:  # a broken session must not take others down
                 self.closed = True
+                self.engine._closed(self)  # nor keep its place in the session limit
                 raise
             if not did:
                 self._wake.wait(0.005)
