@@ -8,8 +8,12 @@ from engine.bundle import SamplingDefaults, random_bundle
 from engine.models.config import AudioProjectionConfig, StageConfig, UNetConfig, VAEConfig
 
 
-def micro_bundle(seed: int = 0, guided: bool = False):
-    """A real but very cheap model: 1-level VideoUNets on 4×4 latents, 1-level VAE (4×4 video)."""
+def micro_bundle(seed: int = 0, guided: bool = False, latent_size: int = 4, vae_levels: int = 1):
+    """A real but very cheap random model: 1-level VideoUNets on ``latent_size`` latents and a VAE
+    with ``vae_levels`` levels (video size = latent_size × 2**(vae_levels−1); 4×4 by default).
+
+    ``guided`` adds the autoguidance model and samples with both guiders (else one plain step).
+    """
 
     def stage(kind: str) -> StageConfig:
         unet = UNetConfig(
@@ -23,7 +27,7 @@ def micro_bundle(seed: int = 0, guided: bool = False):
             audio_dim=32,
             adm_in_channels=16 if kind == "keyframe" else 0,
         )
-        return StageConfig(kind, unet, AudioProjectionConfig(16, 32), emotion_dim=8, latent_size=4)  # type: ignore[arg-type]
+        return StageConfig(kind, unet, AudioProjectionConfig(16, 32), emotion_dim=8, latent_size=latent_size)  # type: ignore[arg-type]
 
     sampling = SamplingDefaults(
         keyframe_steps=1,
@@ -34,7 +38,7 @@ def micro_bundle(seed: int = 0, guided: bool = False):
     return random_bundle(
         stage("keyframe"),
         stage("interpolation"),
-        VAEConfig(ch=32, ch_mult=(1,), num_res_blocks=1, temporal_decoder=False),
+        VAEConfig(ch=32, ch_mult=(1,) * vae_levels, num_res_blocks=1, temporal_decoder=False),
         seed=seed,
         with_bad=guided,
         sampling=sampling,

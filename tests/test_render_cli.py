@@ -10,9 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.bundle import random_bundle, save_bundle
+from engine.bundle import save_bundle
 from keyface.cli import main
 from keyface.commands.init_model import placeholder_face
+
+from .live_helpers import micro_bundle
 
 SR = 16_000
 
@@ -45,8 +47,9 @@ def probe(path) -> tuple[int, float, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("model")
-    face = placeholder_face(root / "face.png", 128)
-    save_bundle(random_bundle(seed=1), root / "tiny", identity_image=face)
+    face = placeholder_face(root / "face.png", 64)
+    # Small random model, both guiders on: 64×64 video, every stage of the real schedule.
+    save_bundle(micro_bundle(seed=1, guided=True, latent_size=16, vae_levels=3), root / "tiny", identity_image=face)
     return root / "tiny"
 
 
@@ -60,14 +63,14 @@ def test_render_frame_count_and_audio(tmp_path, model_dir, seconds, rate, channe
     frames, audio_seconds, size = probe(out)
     assert frames == round(seconds * 25)
     assert abs(audio_seconds - seconds) <= 1 / 25
-    assert size == (128, 128)
+    assert size == (64, 64)
 
 
 def test_render_with_precomputed_embeddings_emotion_ramp_and_image(tmp_path, model_dir):
     audio = tmp_path / "a.wav"
     write_wav(audio, 1.0)
     emb = tmp_path / "a_emb.safetensors"
-    save_file({"keyframe": torch.randn(25, 2, 48), "interpolation": torch.randn(25, 2, 48)}, str(emb))
+    save_file({"keyframe": torch.randn(25, 2, 16), "interpolation": torch.randn(25, 2, 16)}, str(emb))
     image = placeholder_face(tmp_path / "other.png", 200)
     out = tmp_path / "out.mp4"
     args = [
@@ -157,4 +160,4 @@ def test_embeddings_of_wrong_width_are_refused(tmp_path, model_dir, capsys):
         str(emb),
     ]
     assert main(args) == 2
-    assert "keyframe audio embeddings must be (frames, 2, 48)" in capsys.readouterr().err
+    assert "keyframe audio embeddings must be (frames, 2, 16)" in capsys.readouterr().err
