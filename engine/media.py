@@ -55,7 +55,7 @@ def write_mp4(
             arr = frame.numpy() if isinstance(frame, torch.Tensor) else frame
             if count == 0:
                 video.height, video.width = arr.shape[0] - arr.shape[0] % 2, arr.shape[1] - arr.shape[1] % 2
-            arr = np.ascontiguousarray(arr[: video.height, : video.width])
+            arr = np.array(arr[: video.height, : video.width], copy=True, order="C")
             vf = av.VideoFrame.from_ndarray(arr, format="rgb24")
             vf.pts = count
             vf.time_base = Fraction(1, fps)

@@ -308,6 +308,8 @@ class AutoencoderKL(nn.Module):
         """
         if frames_per_call < 1:
             raise ValueError("frames_per_call must be >= 1")
+        if z_unscaled.shape[0] % frames_per_call == 0:  # whole clips: one batched call
+            return self.decoder(z_unscaled, frames_per_call)
         chunks = [self.decoder(c, c.shape[0]) for c in z_unscaled.split(frames_per_call, dim=0)]
         return torch.cat(chunks, dim=0)
 

@@ -61,8 +61,7 @@ def decode_frames(bundle: ModelBundle, latents: torch.Tensor) -> torch.Tensor:
     """
     vae = bundle.vae
     z = vae.unscale_latent(latents.to(vae.decoder.conv_in.weight.dtype))
-    image = vae.decoder(z, 1) if vae.decoder.temporal else vae.decoder(z)
-    return vae.to_unit_range(image.float()).permute(0, 2, 3, 1).cpu()
+    return vae.to_unit_range(vae.decode(z, frames_per_call=1).float()).permute(0, 2, 3, 1).cpu()
 
 
 def _pad_rows(rows: torch.Tensor, length: int) -> torch.Tensor:
