@@ -19,8 +19,17 @@ from .profiles import Profile, parse_profile
 BACKENDS = ("torch", "ort", "trt")
 BACKEND_ENV = "KEYFACE_BACKEND"
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "NetworkName", "Profile", "default_backend_name",
-           "ensure_export", "load_backend", "parse_profile"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "NetworkName",
+    "Profile",
+    "default_backend_name",
+    "ensure_export",
+    "load_backend",
+    "parse_profile",
+]
 
 
 def default_backend_name() -> str:
@@ -28,8 +37,13 @@ def default_backend_name() -> str:
     return os.environ.get(BACKEND_ENV) or "torch"
 
 
-def ensure_export(bundle: ModelBundle, profile: Profile, folder: str | Path | None = None,
-                  create: bool = True, graphs: list[str] | None = None) -> Path:
+def ensure_export(
+    bundle: ModelBundle,
+    profile: Profile,
+    folder: str | Path | None = None,
+    create: bool = True,
+    graphs: list[str] | None = None,
+) -> Path:
     """The ONNX export folder of ``bundle`` for ``profile``; exported first when missing.
 
     ``graphs`` names graphs that must be present (default: any existing export will do; a new
@@ -64,8 +78,12 @@ def ensure_export(bundle: ModelBundle, profile: Profile, folder: str | Path | No
 def _check_hashes(manifest: Any, bundle: ModelBundle, folder: Path) -> None:
     from .manifest import module_hash
 
-    modules = {"keyframe": bundle.keyframe.network, "interpolation": bundle.interpolation.network,
-               "bad": bundle.bad, "vae_decoder": bundle.vae.decoder}
+    modules = {
+        "keyframe": bundle.keyframe.network,
+        "interpolation": bundle.interpolation.network,
+        "bad": bundle.bad,
+        "vae_decoder": bundle.vae.decoder,
+    }
     for name, expected in manifest.model.get("hashes", {}).items():
         if name in modules and module_hash(modules[name]) != expected:
             raise BackendError(f"{folder}: exported from different {name} weights; re-export it")

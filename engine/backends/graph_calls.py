@@ -64,10 +64,17 @@ class GraphGuider:
             stop = min(start + step, cond.num_clips)
             rows = slice(start * t, stop * t)
             part = cond.clips(start, stop, t)
-            feed = _feed(record, {
-                "x": x[rows], "sigma": sigma[rows], "concat": part.concat, "crossattn": part.crossattn,
-                "vector": part.vector, "guidance": guidance,
-            })
+            feed = _feed(
+                record,
+                {
+                    "x": x[rows],
+                    "sigma": sigma[rows],
+                    "concat": part.concat,
+                    "crossattn": part.crossattn,
+                    "vector": part.vector,
+                    "guidance": guidance,
+                },
+            )
             outs.append(self.runner(feed, tuple(x[rows].shape)))
         return torch.cat(outs).to(x.device, x.dtype)
 
@@ -78,9 +85,7 @@ class GraphNetwork:
 
     runner: GraphRunner
 
-    def __call__(
-        self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int
-    ) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Conditioning, num_frames: int) -> torch.Tensor:
         record = self.runner.record
         step = _clip_limit(record, num_frames, cond, None)
         outs = []
@@ -88,10 +93,16 @@ class GraphNetwork:
             stop = min(start + step, cond.num_clips)
             rows = slice(start * num_frames, stop * num_frames)
             part = cond.clips(start, stop, num_frames)
-            feed = _feed(record, {
-                "x": x[rows], "c_noise": c_noise[rows], "concat": part.concat,
-                "crossattn": part.crossattn, "vector": part.vector,
-            })
+            feed = _feed(
+                record,
+                {
+                    "x": x[rows],
+                    "c_noise": c_noise[rows],
+                    "concat": part.concat,
+                    "crossattn": part.crossattn,
+                    "vector": part.vector,
+                },
+            )
             outs.append(self.runner(feed, tuple(x[rows].shape)))
         return torch.cat(outs).to(x.device, x.dtype)
 

@@ -12,11 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bundle import SamplingDefaults
-from ..sampling.denoiser import NetworkFn
-from ..sampling.guiders import Guider
-from .base import Backend, BackendError, NetworkName
-from .graph_calls import GraphDecoder, GraphGuider, GraphNetwork
+from .base import BackendError
+from .graph_backend import GraphBackend
 from .manifest import ExportManifest, GraphRecord
 
 PROVIDERS = {
@@ -34,8 +31,9 @@ def _ort() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise BackendError("the ort backend needs onnxruntime: pip install onnxruntime "
-                           "(onnxruntime-gpu for CUDA)") from None
+        raise BackendError(
+            "the ort backend needs onnxruntime: pip install onnxruntime (onnxruntime-gpu for CUDA)"
+        ) from None
     return onnxruntime
 
 
@@ -53,8 +51,16 @@ def provider_list(names: tuple[str, ...], cache_dir: Path | None = None) -> list
                 f"{INSTALL_HINT.get(name, 'reinstall onnxruntime')}"
             )
         if name == "tensorrt" and cache_dir is not None:
-            out.append((provider, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir),
-                                   "trt_timing_cache_enable": True}))
+            out.append(
+                (
+                    provider,
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache_dir),
+                        "trt_timing_cache_enable": True,
+                    },
+                )
+            )
         else:
             out.append(provider)
     if "CPUExecutionProvider" not in out:
@@ -90,7 +96,7 @@ class OrtRunner:
         return out
 
 
-class OrtBackend(Backend):
+class OrtBackend(GraphBackend):
     """Runs the graphs of one export folder with ONNX Runtime."""
 
     name = "ort"
@@ -124,45 +130,18 @@ class OrtBackend(Backend):
             if self.threads:
                 options.intra_op_num_threads = self.threads
             try:
-                session = self.ort.InferenceSession(
-                    str(self.folder / record.file), options, providers=self.providers
-                )
+                session = self.ort.InferenceSession(str(self.folder / record.file), options, providers=self.providers)
             except Exception as exc:  # onnxruntime raises its own exception types
                 raise BackendError(f"ONNX Runtime could not load {record.file}: {exc}") from exc
             self._runners[name] = OrtRunner(session, record, self.device)
         return self._runners[name]
 
-    def has(self, name: str) -> bool:
-        return name in self.manifest.graphs
-
-    # ---------------------------------------------------------------- Backend
-    def keyframe_guider(self, sampling: SamplingDefaults, num_frames: int = 14) -> Guider:
-        if sampling.keyframe_guidance == "none":
-            return GraphGuider(self.runner("keyframe_denoiser"), num_frames)
-        guidance = (sampling.audio_scale, sampling.ref_scale)
-        return GraphGuider(self.runner("keyframe_guided"), num_frames, guidance)
-
-    def interpolation_guider(
-        self, sampling: SamplingDefaults, num_frames: int = 14, max_clips_per_call: int | None = None
-    ) -> Guider:
-        plain = sampling.interpolation_guidance == "none" or not self.has("interpolation_guided")
-        if plain or (sampling.autoguidance_scale == 1.0 and self.has("interpolation_denoiser")):
-            return GraphGuider(self.runner("interpolation_denoiser"), num_frames, None, max_clips_per_call)
-        return GraphGuider(
-            self.runner("interpolation_guided"), num_frames, (sampling.autoguidance_scale,), max_clips_per_call
-        )
-
-    def network(self, name: NetworkName) -> NetworkFn:
-        return GraphNetwork(self.runner(f"{name}_network"))
-
-    def decode(self, z_unscaled: torch.Tensor) -> torch.Tensor:
-        factor = int(self.manifest.model.get("vae_factor", 8))
-        return GraphDecoder(self.runner("vae_decoder"), factor)(z_unscaled)
-
     def encode_moments(self, image: torch.Tensor) -> torch.Tensor:
         """``vae_encoder`` graph: images in [-1, 1] → ``[mean ; logvar]`` moments."""
         runner = self.runner("vae_encoder")
         channels, latent = runner.record.outputs[0].dims[1], runner.record.outputs[0].dims[2]
-        outs = [runner({"image": part}, (part.shape[0], channels, latent, latent))  # type: ignore[arg-type]
-                for part in image.split(runner.record.dims["rows"][2])]
+        outs = [
+            runner({"image": part}, (part.shape[0], channels, latent, latent))  # type: ignore[arg-type]
+            for part in image.split(runner.record.dims["rows"][2])
+        ]
         return torch.cat(outs)

@@ -87,8 +87,7 @@ class TorchBackend(Backend):
         return "torch" + (f" ({', '.join(extras)})" if extras else "")
 
     def network(self, name: NetworkName) -> NetworkFn:
-        modules = {"keyframe": self.bundle.keyframe, "interpolation": self.bundle.interpolation,
-                   "bad": self.bundle.bad}
+        modules = {"keyframe": self.bundle.keyframe, "interpolation": self.bundle.interpolation, "bad": self.bundle.bad}
         module = modules[name]
         if module is None:
             raise BackendError("this model has no autoguidance (bad) network")
@@ -113,8 +112,9 @@ class TorchBackend(Backend):
         good = self.network("interpolation")
         if sampling.interpolation_guidance == "none" or self.bundle.bad is None:
             return self._wrap(PlainGuider(good, num_frames))
-        return self._wrap(AutoGuider(good, self.network("bad"), sampling.autoguidance_scale, num_frames,
-                                     max_clips_per_call))
+        return self._wrap(
+            AutoGuider(good, self.network("bad"), sampling.autoguidance_scale, num_frames, max_clips_per_call)
+        )
 
     def decode(self, z_unscaled: torch.Tensor) -> torch.Tensor:
         return self.bundle.vae.decode(z_unscaled, frames_per_call=1)

@@ -11,18 +11,20 @@ from typing import Any
 
 import torch
 
-from ..bundle import SamplingDefaults
-from ..sampling.denoiser import NetworkFn
-from ..sampling.guiders import Guider
-from .base import Backend, BackendError, NetworkName
-from .graph_calls import GraphDecoder, GraphGuider, GraphNetwork
+from .base import BackendError
+from .graph_backend import GraphBackend
 from .manifest import ExportManifest, GraphRecord
 from .trt_cache import GpuInfo, default_cache_dir, plan_for, require_tensorrt
 
 
 def torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-             trt.int64: torch.int64, trt.bool: torch.bool}
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int64: torch.int64,
+        trt.bool: torch.bool,
+    }
     if hasattr(trt, "bfloat16"):
         table[trt.bfloat16] = torch.bfloat16
     return table[dtype]
@@ -59,7 +61,7 @@ class TrtRunner:
         return out.float()
 
 
-class TrtBackend(Backend):
+class TrtBackend(GraphBackend):
     """Engines for the graphs of one export folder, from the engine cache."""
 
     name = "trt"
@@ -90,29 +92,5 @@ class TrtBackend(Backend):
 
     def runner(self, name: str) -> TrtRunner:
         if name not in self._runners:
-            self._runners[name] = TrtRunner(self.trt, self.engine_file(name), self.manifest.graph(name),
-                                             self.device)
+            self._runners[name] = TrtRunner(self.trt, self.engine_file(name), self.manifest.graph(name), self.device)
         return self._runners[name]
-
-    def has(self, name: str) -> bool:
-        return name in self.manifest.graphs
-
-    def keyframe_guider(self, sampling: SamplingDefaults, num_frames: int = 14) -> Guider:
-        if sampling.keyframe_guidance == "none":
-            return GraphGuider(self.runner("keyframe_denoiser"), num_frames)
-        return GraphGuider(self.runner("keyframe_guided"), num_frames, (sampling.audio_scale, sampling.ref_scale))
-
-    def interpolation_guider(
-        self, sampling: SamplingDefaults, num_frames: int = 14, max_clips_per_call: int | None = None
-    ) -> Guider:
-        if sampling.interpolation_guidance == "none" or not self.has("interpolation_guided"):
-            return GraphGuider(self.runner("interpolation_denoiser"), num_frames, None, max_clips_per_call)
-        return GraphGuider(self.runner("interpolation_guided"), num_frames, (sampling.autoguidance_scale,),
-                           max_clips_per_call)
-
-    def network(self, name: NetworkName) -> NetworkFn:
-        return GraphNetwork(self.runner(f"{name}_network"))
-
-    def decode(self, z_unscaled: torch.Tensor) -> torch.Tensor:
-        factor = int(self.manifest.model.get("vae_factor", 8))
-        return GraphDecoder(self.runner("vae_decoder"), factor)(z_unscaled)

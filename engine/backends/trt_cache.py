@@ -51,8 +51,10 @@ class GpuInfo:
         import torch
 
         if not torch.cuda.is_available():
-            raise BackendError("TensorRT needs an NVIDIA GPU and this machine has none "
-                               "(torch.cuda.is_available() is False); use --backend ort or torch")
+            raise BackendError(
+                "TensorRT needs an NVIDIA GPU and this machine has none "
+                "(torch.cuda.is_available() is False); use --backend ort or torch"
+            )
         return cls(torch.cuda.get_device_name(index), tuple(torch.cuda.get_device_capability(index)))  # type: ignore[arg-type]
 
     @property
@@ -95,8 +97,9 @@ def has_qdq(onnx_path: Path) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-def plan_for(record: GraphRecord, folder: Path, profile_key: str, fp8: bool = False,
-             workspace_gb: float = 8.0) -> BuildPlan:
+def plan_for(
+    record: GraphRecord, folder: Path, profile_key: str, fp8: bool = False, workspace_gb: float = 8.0
+) -> BuildPlan:
     """The build plan of one exported graph (raises if fp8 is asked of a graph without Q/DQ)."""
     lo, opt, hi = (record.shapes(w) for w in ("min", "opt", "max"))
     dynamic = {t.name for t in record.inputs if any(isinstance(d, str) for d in t.dims)}
@@ -107,20 +110,30 @@ def plan_for(record: GraphRecord, folder: Path, profile_key: str, fp8: bool = Fa
             "nodes, e.g. from NVIDIA ModelOpt's ONNX fp8 quantization); this export has none"
         )
     return BuildPlan(
-        graph=record.name, onnx_file=str(onnx_file),
+        graph=record.name,
+        onnx_file=str(onnx_file),
         shapes={n: (lo[n], opt[n], hi[n]) for n in sorted(dynamic)},
-        precision=record.dtype, source_hash=record.source_hash, profile_key=profile_key,
-        fp8=fp8, workspace_gb=workspace_gb,
+        precision=record.dtype,
+        source_hash=record.source_hash,
+        profile_key=profile_key,
+        fp8=fp8,
+        workspace_gb=workspace_gb,
     )
 
 
-def plans(folder: Path, graphs: list[str] | None = None, fp8: bool = False,
-          workspace_gb: float = 8.0) -> list[BuildPlan]:
+def plans(
+    folder: Path, graphs: list[str] | None = None, fp8: bool = False, workspace_gb: float = 8.0
+) -> list[BuildPlan]:
     """Build plans for the graphs of an export folder (all UNet, VAE and audio graphs by default)."""
     manifest = ExportManifest.load(folder)
     names = graphs or list(manifest.graphs)
     return [
-        plan_for(manifest.graph(n), folder, manifest.profile.key,
-                 fp8 and ("guided" in n or "network" in n or "denoiser" in n), workspace_gb)
+        plan_for(
+            manifest.graph(n),
+            folder,
+            manifest.profile.key,
+            fp8 and ("guided" in n or "network" in n or "denoiser" in n),
+            workspace_gb,
+        )
         for n in names
     ]
