@@ -11,8 +11,8 @@ Two losses, trained jointly on a copy of each teacher stage (the student):
   level of the student schedule) straight to the teacher's sample, so its 1-step (interpolation) or
   3-step (keyframe: σ 700 → 1.79 → 0.002) Euler sampling lands where the teacher lands.
 
-Both use the lower-half weighting of training (λ_lower 3 / 2). The same code runs on the
-full-size models: only the stage configs and the clip source change (docs/demo-model.md).
+Both use the weighting of training (lower half λ_lower 3 / 2, the mouth box ×``MOUTH_WEIGHT``).
+The same code runs on the full-size models: only the stage configs and the clip source change (docs/demo-model.md).
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ from engine.sampling.euler import sample_euler
 from engine.sampling.guiders import AudioRefGuider, Guider, PlainGuider
 from engine.sampling.schedule import ays_sigmas
 
-from .train.diffusion import LAMBDA_LOWER, WINDOW, LatentSet, conditioning, lower_weight, sample_batch, sample_sigma
+from .train.diffusion import (
+    LAMBDA_LOWER,
+    MOUTH_WEIGHT,
+    WINDOW,
+    LatentSet,
+    conditioning,
+    lower_weight,
+    sample_batch,
+    sample_sigma,
+)
 
 
 @dataclass
@@ -76,8 +85,12 @@ def teacher_trajectories(
     return out
 
 
-def _weighted_mse(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    return (lower_weight(a.shape[-2], LAMBDA_LOWER[kind]).to(a.device) * (a - b).square()).mean()
+def _weighted_mse(a: torch.Tensor, b: torch.Tensor, kind: str, mouth: torch.Tensor | None = None) -> torch.Tensor:
+    """Training's weighting: lower half ``λ_lower``, mouth-box cells ``MOUTH_WEIGHT`` on top."""
+    weight = lower_weight(a.shape[-2], LAMBDA_LOWER[kind]).to(a.device)
+    if mouth is not None:
+        weight = weight * (1.0 + (MOUTH_WEIGHT - 1.0) * mouth.to(a.device).repeat_interleave(WINDOW, 0))
+    return (weight * (a - b).square()).mean()
 
 
 def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet, traj: Trajectories,
@@ -100,7 +113,7 @@ def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet
         else:
             x = target + level * noise
         pred = denoise(student.network, x, sigma, cond, WINDOW)
-        traj_loss = _weighted_mse(pred, target, kind)
+        traj_loss = _weighted_mse(pred, target, kind, batch.mouth)
         logs = {"traj": float(traj_loss)}
         loss = traj_loss
         if kind == "keyframe" and cfg.guided:
@@ -110,7 +123,8 @@ def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet
             xs = fresh.x0 + s[:, None, None, None] * torch.randn(fresh.x0.shape, generator=gen)
             with torch.no_grad():
                 guided = guider(xs, s, c_t)
-            gd = _weighted_mse(denoise(student.network, xs, s, conditioning(student, fresh), WINDOW), guided, kind)
+            pred_fresh = denoise(student.network, xs, s, conditioning(student, fresh), WINDOW)
+            gd = _weighted_mse(pred_fresh, guided, kind, fresh.mouth)
             loss = loss + gd
             logs["guidance"] = float(gd)
         return loss, logs

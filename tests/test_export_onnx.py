@@ -6,6 +6,7 @@ by all tests; ONNX Runtime runs on the CPU. fp32 tolerance: 1e-4 absolute on out
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -222,6 +223,18 @@ def test_fp16_graph_with_dynamic_latent_size(tiny_bundle, tmp_path):
     except (BackendError, RuntimeError) as exc:  # an ONNX Runtime build without some fp16 CPU kernel
         pytest.skip(f"ONNX Runtime CPU cannot run this fp16 graph here: {exc}")
     assert _diff(out, ref) <= FP16_RTOL * float(ref.abs().max())
+
+
+def test_logmel_graph_with_context_matches_torch(tiny_bundle, tmp_path):
+    """The demo model's encoder recipe (neighbouring frames stacked) exports and runs the same."""
+    options = {"n_mels": 40, "context": 2}
+    bundle = dataclasses.replace(tiny_bundle, audio={**tiny_bundle.audio, "logmel": options})
+    export_bundle(bundle, tmp_path, Profile(), ["audio_logmel"], progress=False)
+    runner = OrtBackend(tmp_path).runner("audio_logmel")
+    for frames in (1, 3, 9):
+        wave = torch.randn(frames * 640, generator=torch.Generator().manual_seed(frames)) * 0.1
+        feats = runner({"wave": wave}, (frames, 2, 200))
+        assert _diff(feats, LogMelEncoder(**options).encode(wave)) < FP32_ATOL
 
 
 def test_external_data_and_merging_into_an_export(tiny_bundle, tmp_path):

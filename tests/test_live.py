@@ -234,3 +234,18 @@ class CountingNetwork:
         with self.lock:
             self.calls += 1
         return self.network(*args)
+
+
+def test_identity_cache_keeps_the_most_recent_faces() -> None:
+    engine = LiveEngine(micro_bundle(seed=1, guided=False), identity_cache_size=3)
+    faces = [torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(100 + k)) for k in range(5)]
+    first = engine.identity_latent(faces[0])
+    for face in faces[1:3]:
+        engine.identity_latent(face)
+    assert engine.identity_latent(faces[0]) is first  # a hit: faces[0] becomes the most recent
+    for face in faces[3:]:
+        engine.identity_latent(face)
+    assert len(engine._identity_cache) == 3
+    assert engine.identity_latent(faces[0]) is first  # kept: it was used after faces[1], faces[2]
+    again = engine.identity_latent(faces[1])  # evicted, encoded anew with the same result
+    assert torch.equal(again, engine.identity_latent(faces[1])) and len(engine._identity_cache) == 3

@@ -106,3 +106,36 @@ def test_filterbank_and_bad_parameters() -> None:
             LogMelEncoder(**kwargs)
     with pytest.raises(ValueError):
         LogMelEncoder().encode(torch.zeros(2, 640))
+
+
+@pytest.mark.parametrize("context", [1, 2])
+@pytest.mark.parametrize("n", [1, 640, 2 * 640 + 1, 16000, 24123])
+def test_context_streaming_equals_offline_exactly(n: int, context: int) -> None:
+    enc = LogMelEncoder(40, context=context)
+    wave = _wave(n, seed=n)
+    offline = enc.encode(wave)
+    assert offline.shape == (-(-n // 640), 2, 40 * (2 * context + 1))
+    rng = np.random.default_rng(n + context)
+    for max_chunk in (50, 700, 5000):
+        assert torch.equal(_stream(enc, wave, rng, max_chunk), offline)
+
+
+def test_context_stacks_neighbours_with_silence_outside() -> None:
+    plain, ctx = LogMelEncoder(40), LogMelEncoder(40, context=2)
+    wave = _wave(10 * 640, seed=3)
+    base, out = plain.encode(wave), ctx.encode(wave)
+    assert ctx.dim == 200
+    for f in range(10):
+        for j, g in enumerate(range(f - 2, f + 3)):
+            block = out[f, :, 40 * j : 40 * (j + 1)]
+            assert torch.equal(block, base[g] if 0 <= g < 10 else torch.full_like(block, -1.5))
+
+
+def test_context_adds_its_frames_to_the_lookahead() -> None:
+    enc = LogMelEncoder(40, context=2)
+    assert enc.lookahead_samples == 40 + 2 * 640 and enc.lookahead_ms == 82.5
+    stream = enc.stream()
+    assert stream.push(torch.zeros(640 + enc.lookahead_samples - 1)).shape[0] == 0
+    assert stream.push(torch.zeros(1)).shape[0] == 1
+    with pytest.raises(ValueError, match="context"):
+        LogMelEncoder(40, context=-1)

@@ -12,6 +12,12 @@ Features are ``(log10(max(mel_power, 1e-10)) + 4) / 4`` over a Slaney-style mel 
 (area-normalised triangles, the librosa/Whisper convention), fixed scaling only — no
 utterance-level statistics, so streaming and offline agree.
 
+Context (``context=c``, default 0): each half-frame vector is the concatenation of the vectors
+of the same half of frames ``f-c … f+c`` (``n_mels·(2c+1)`` values), frames outside the audio
+reading as digital silence (:data:`SILENCE`). Like the hidden states of WavLM, a frame then
+"hears" its neighbours, which the mouth shape depends on (coarticulation); a frame becomes final
+``c`` frames (40 ms each) later.
+
 Exactness: every frame goes through the same function on a tensor of the same shape, in both
 paths; batching frames differently would let BLAS and vectorised kernels round differently.
 """
@@ -26,6 +32,19 @@ import torch
 from engine.audio.base import SAMPLE_RATE, SAMPLES_PER_FRAME, VECTORS_PER_FRAME
 
 HOP = SAMPLES_PER_FRAME // VECTORS_PER_FRAME  # 320
+SILENCE = -1.5
+"""The feature value of digital silence: ``(log10(1e-10) + 4) / 4``."""
+
+
+def stack_context(base: torch.Tensor, context: int) -> torch.Tensor:
+    """(F, 2, n) per-frame vectors -> (F, 2, n·(2c+1)): each frame with its ``c`` neighbours on
+    each side (silence outside ``[0, F)``), nearest-to-farthest order ``f-c … f+c``."""
+    if context == 0:
+        return base
+    frames = base.shape[0]
+    pad = base.new_full((context, *base.shape[1:]), SILENCE)
+    ext = torch.cat([pad, base, pad])
+    return torch.cat([ext[j : j + frames] for j in range(2 * context + 1)], dim=-1)
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -71,12 +90,17 @@ class LogMelEncoder:
         win_length: int = 400,
         f_min: float = 20.0,
         f_max: float | None = 7600.0,
+        context: int = 0,
     ) -> None:
         if win_length < HOP or (win_length - HOP) % 2 or win_length > n_fft:
             raise ValueError(f"win_length must be in [{HOP}, n_fft] with win_length - {HOP} even")
         if n_mels < 1:
             raise ValueError("n_mels must be positive")
-        self.dim = n_mels
+        if context < 0:
+            raise ValueError("context must be >= 0 frames")
+        self.n_mels = n_mels
+        self.context = context
+        self.dim = n_mels * (2 * context + 1)
         self.n_fft = n_fft
         self.win_length = win_length
         self.pad = (win_length - HOP) // 2
@@ -86,29 +110,29 @@ class LogMelEncoder:
     @property
     def lookahead_samples(self) -> int:
         """Samples past a frame's end needed before the frame is final."""
-        return self.pad
+        return self.pad + self.context * SAMPLES_PER_FRAME
 
     @property
     def lookahead_ms(self) -> float:
         """:attr:`lookahead_samples` in milliseconds."""
-        return 1000.0 * self.pad / SAMPLE_RATE
+        return 1000.0 * self.lookahead_samples / SAMPLE_RATE
 
     def encode(self, wave: torch.Tensor) -> torch.Tensor:
-        """Encode a whole 1-D 16 kHz wave into (ceil(len / 640), 2, n_mels) float32."""
+        """Encode a whole 1-D 16 kHz wave into (ceil(len / 640), 2, dim) float32."""
         x = _as_wave(wave)
         frames = math.ceil(x.numel() / SAMPLES_PER_FRAME)
         right = frames * SAMPLES_PER_FRAME - x.numel() + self.pad
         padded = torch.nn.functional.pad(x, (self.pad, right))
-        return self._frames(padded, frames)
+        return stack_context(self._frames(padded, frames), self.context)
 
     def stream(self) -> LogMelStream:
         """A fresh streaming encoder sharing this encoder's parameters."""
         return LogMelStream(self)
 
     def _frames(self, padded: torch.Tensor, count: int) -> torch.Tensor:
-        """Features of the first ``count`` frames of a left-padded signal starting at a frame edge."""
+        """Context-free features of the first ``count`` frames of a left-padded signal starting at a frame edge."""
         if count == 0:
-            return torch.zeros(0, VECTORS_PER_FRAME, self.dim, dtype=torch.float32, device=padded.device)
+            return torch.zeros(0, VECTORS_PER_FRAME, self.n_mels, dtype=torch.float32, device=padded.device)
         windows = padded[: (count - 1) * SAMPLES_PER_FRAME + HOP + self.win_length].unfold(
             0, self.win_length, HOP
         )
@@ -142,7 +166,10 @@ class LogMelStream:
         """Drop buffered audio and start a new utterance."""
         self._buf = torch.zeros(self.encoder.pad, dtype=torch.float32)  # padded signal from a frame edge
         self._received = 0
+        self._taken = 0  # context-free frames computed
         self._emitted = 0
+        c = self.encoder.context
+        self._history = torch.full((c, VECTORS_PER_FRAME, self.encoder.n_mels), SILENCE)  # base frames f-c … f+c-1
 
     @property
     def frames_emitted(self) -> int:
@@ -158,24 +185,43 @@ class LogMelStream:
         self._received += x.numel()
         need = HOP + self.encoder.win_length  # buffer length for one frame
         ready = (self._buf.numel() - need) // SAMPLES_PER_FRAME + 1 if self._buf.numel() >= need else 0
-        return self._take(ready)
+        return self._with_context(self._take(ready))
 
     def flush(self) -> torch.Tensor:
         """End of utterance: zero-pad, return the remaining frames, reset."""
         total = math.ceil(self._received / SAMPLES_PER_FRAME)
-        remaining = total - self._emitted
+        remaining = total - self._taken
         need = remaining * SAMPLES_PER_FRAME + 2 * self.encoder.pad
         if remaining and self._buf.numel() < need:
             self._buf = torch.nn.functional.pad(self._buf, (0, need - self._buf.numel()))
-        out = self._take(remaining)
+        base = self._take(remaining)
+        c = self.encoder.context
+        out = self._with_context(torch.cat([base, base.new_full((c, *base.shape[1:]), SILENCE)]) if c else base)
         self.reset()
         return out
 
     def _take(self, count: int) -> torch.Tensor:
+        """The next ``count`` context-free frames."""
         out = self.encoder._frames(self._buf, count)
         if count:
             self._buf = self._buf[count * SAMPLES_PER_FRAME :].clone()
-            self._emitted += count
+            self._taken += count
+        return out
+
+    def _with_context(self, base: torch.Tensor) -> torch.Tensor:
+        """Frames whose right context is now complete, given newly final context-free frames."""
+        c = self.encoder.context
+        if c == 0:
+            self._emitted += base.shape[0]
+            return base
+        ext = torch.cat([self._history.to(base.device), base])
+        count = ext.shape[0] - 2 * c
+        if count <= 0:
+            self._history = ext
+            return base.new_zeros(0, VECTORS_PER_FRAME, self.encoder.dim)
+        out = torch.cat([ext[j : j + count] for j in range(2 * c + 1)], dim=-1)
+        self._history = ext[count:]
+        self._emitted += count
         return out
 
 

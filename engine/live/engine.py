@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 
 import torch
@@ -24,7 +25,8 @@ class LiveEngine:
     by default the bundle's own modules, replaceable by batched or compiled backends.
     """
 
-    def __init__(self, bundle: ModelBundle, networks: dict[str, NetworkFn] | None = None) -> None:
+    def __init__(self, bundle: ModelBundle, networks: dict[str, NetworkFn] | None = None,
+                 identity_cache_size: int = 64) -> None:
         self.bundle = bundle
         self.device = bundle.keyframe.audio_projection.linear.weight.device
         self.dtype = bundle.keyframe.dtype
@@ -35,7 +37,8 @@ class LiveEngine:
         self.networks = networks
         self.recipe = {"keyframe": bundle.audio["keyframe"], "interpolation": bundle.audio["interpolation"]}
         self._encoders = {name: encoder_for(bundle, name) for name in self._encoder_names()}
-        self._identity_cache: dict[str, torch.Tensor] = {}
+        self.identity_cache_size = max(1, identity_cache_size)
+        self._identity_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._silence: FeatureRows | None = None
 
     def _encoder_names(self) -> list[str]:
@@ -61,11 +64,19 @@ class LiveEngine:
 
     @torch.no_grad()
     def identity_latent(self, image: torch.Tensor) -> torch.Tensor:
-        """Stored-space identity latent of an RGB image, encoded once per distinct image."""
+        """Stored-space identity latent of an RGB image, encoded once per distinct image.
+
+        The cache keeps the ``identity_cache_size`` most recently used faces (sessions hold their
+        own latent, so an evicted face only costs a re-encode when it is uploaded again)."""
         key = hashlib.sha1(image.float().cpu().numpy().tobytes()).hexdigest()
-        if key not in self._identity_cache:
-            self._identity_cache[key] = identity_latent(self.bundle, image).to(self.device)
-        return self._identity_cache[key]
+        cache = self._identity_cache
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            cache[key] = identity_latent(self.bundle, image).to(self.device)
+            while len(cache) > self.identity_cache_size:
+                cache.popitem(last=False)
+        return cache[key]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Stored-space latents → float RGB (n, H, W, 3) in [0, 1]; one frame per decoder clip."""

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.audio.base import SAMPLES_PER_FRAME
+from engine.audio.logmel import stack_context
 from engine.backends.manifest import TensorInfo, combined_hash, module_hash
 from engine.backends.profiles import Profile
 from engine.bundle import ModelBundle
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 
 class LogMelGraph(nn.Module):
-    """Exportable :class:`~engine.audio.logmel.LogMelEncoder`: wave ``(F·640,)`` → ``(F, 2, n_mels)``."""
+    """Exportable :class:`~engine.audio.logmel.LogMelEncoder`: wave ``(F·640,)`` → ``(F, 2, dim)``."""
 
     def __init__(self, n_mels: int = 80, **options: float | int | None) -> None:
         super().__init__()
@@ -35,6 +36,7 @@ class LogMelGraph(nn.Module):
 
         enc = LogMelEncoder(n_mels, **options)  # type: ignore[arg-type]
         self.n_mels, self.hop, self.pad, self.win = n_mels, HOP, enc.pad, enc.win_length
+        self.context, self.dim = enc.context, enc.dim
         n = torch.arange(enc.win_length, dtype=torch.float64)[:, None]
         k = torch.arange(enc.n_fft // 2 + 1, dtype=torch.float64)[None]
         angle = 2.0 * math.pi * n * k / enc.n_fft
@@ -51,7 +53,7 @@ class LogMelGraph(nn.Module):
         power = (windows @ self.cos).square() + (windows @ self.sin).square()
         mel = power @ self.fbank
         feats = (torch.log10(mel.clamp_min(1e-10)) + 4.0) / 4.0
-        return feats.reshape(frames, 2, self.n_mels)
+        return stack_context(feats.reshape(frames, 2, self.n_mels), self.context)
 
 
 def _logmel(bundle: ModelBundle, profile: Profile) -> GraphSpec:
@@ -64,10 +66,10 @@ def _logmel(bundle: ModelBundle, profile: Profile) -> GraphSpec:
     return GraphSpec(
         "audio_logmel", module,
         [TensorInfo("wave", ("samples",))],
-        [TensorInfo("features", ("frames", 2, module.n_mels))],
+        [TensorInfo("features", ("frames", 2, module.dim))],
         dims, {"samples": max(lo, 4) * SAMPLES_PER_FRAME}, "fp32",
         combined_hash("audio_logmel", repr(sorted(options.items()))),
-        {"n_mels": module.n_mels, "frame_samples": SAMPLES_PER_FRAME},
+        {"n_mels": module.n_mels, "context": module.context, "frame_samples": SAMPLES_PER_FRAME},
         example=lambda t, shape: torch.randn(shape) * 0.1,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.bundle import SamplingDefaults
 from engine.models.config import AudioProjectionConfig, ModelKind, StageConfig, UNetConfig, VAEConfig
 
-from .dataset import N_MELS
+from .dataset import AUDIO_CONTEXT, AUDIO_DIM, N_MELS
 
 IMAGE_SIZE = 64
 CONTEXT_DIM = 64
@@ -30,11 +30,11 @@ def demo_stage(kind: ModelKind, latent_size: int = IMAGE_SIZE // 4) -> StageConf
         audio_dim=CONTEXT_DIM,
         adm_in_channels=2 * EMOTION_DIM if kind == "keyframe" else 0,
     )
-    return StageConfig(kind, unet, AudioProjectionConfig(N_MELS, CONTEXT_DIM), EMOTION_DIM, latent_size)
+    return StageConfig(kind, unet, AudioProjectionConfig(AUDIO_DIM, CONTEXT_DIM), EMOTION_DIM, latent_size)
 
 
 def demo_audio() -> dict:
-    return {"keyframe": ["logmel"], "interpolation": ["logmel"], "logmel": {"n_mels": N_MELS}}
+    return {"keyframe": ["logmel"], "interpolation": ["logmel"], "logmel": {"n_mels": N_MELS, "context": AUDIO_CONTEXT}}
 
 
 TEACHER_SAMPLING = SamplingDefaults(keyframe_steps=10, interpolation_steps=10, interpolation_guidance="none")

@@ -14,11 +14,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.audio.logmel import LogMelEncoder
+from engine.audio.logmel import LogMelEncoder, stack_context
 
 from .synth import HELDOUT_ID_OFFSET, make_session
 
 N_MELS = 40
+AUDIO_CONTEXT = 2
+"""Frames of log-mel context on each side of a frame (the demo encoder's ``context``)."""
+AUDIO_DIM = N_MELS * (2 * AUDIO_CONTEXT + 1)
 
 
 @dataclass
@@ -48,6 +51,13 @@ class SessionSet:
             frames=self.frames[:end], audio_feats=self.audio_feats[:end], params=self.params[:end],
             emotion=self.emotion[:end], starts=self.starts[: count + 1], neutral=self.neutral[:count],
             identity_seeds=self.identity_seeds[:count], audio=self.audio[: end * 640],
+        )
+
+    def context_features(self, context: int = AUDIO_CONTEXT) -> np.ndarray:
+        """(N, 2, n_mels·(2c+1)) rows as the demo encoder with ``context`` gives them, session by session."""
+        spans = [self.span(s) for s in range(self.num_sessions)]
+        return np.concatenate(
+            [stack_context(torch.from_numpy(self.audio_feats[a:b]), context).numpy() for a, b in spans]
         )
 
     @classmethod

@@ -2,7 +2,9 @@
 
 σ per clip with ln σ ~ N(1.0, 1.2²); ``x_σ = x₀ + σ·n``; ``D`` from the engine's own EDM
 denoiser; ``w = (σ²+1)/σ²`` (VWeighting); loss = mean of ``w·(D − x₀)²`` with the bottom half of
-the latent rows weighted ``λ_lower`` (3 keyframe / 2 interpolation). The keyframe loss adds the
+the latent rows weighted ``λ_lower`` (3 keyframe / 2 interpolation) and, for the demo model (its
+faces are small, so the mouth covers ~9 % of the latent), the identity's mouth box (grown by a
+margin, at latent resolution) weighted ``MOUTH_WEIGHT`` on top. The keyframe loss adds the
 pixel L2 of one decoded frame per clip (weighted by ``w``). Classifier-free condition dropout as
 the reference: identity / anchor latents 10 %, audio 20 % (their embedder outputs zeroed).
 
@@ -11,6 +13,7 @@ Training runs on cached latents: :class:`LatentSet` holds the dataset's stored-s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,13 +23,16 @@ from engine.models.conditioning import Conditioning, anchor_concat, emotion_embe
 from engine.models.stage import KeyFaceStage
 from engine.models.vae import AutoencoderKL
 from engine.sampling.denoiser import denoise
+from export.data.identity import Identity
+from export.data.measure import non_mouth_mask
 
-from .dataset import SessionSet
+from .dataset import AUDIO_CONTEXT, SessionSet
 from .vae import to_model_range
 
 P_MEAN, P_STD = 1.0, 1.2
 LAMBDA_LOWER = {"keyframe": 3.0, "interpolation": 2.0}
 DROP_IDENTITY, DROP_AUDIO = 0.1, 0.2
+MOUTH_WEIGHT = 3.0
 WINDOW = 14
 SPACING = 13
 
@@ -40,6 +46,21 @@ class LatentSet:
     """(N, 4, h, w) frame latents (×scale_factor)."""
     identity: torch.Tensor
     """(S, 4, h, w) latents of the sessions' neutral identity images."""
+    audio_context: int = AUDIO_CONTEXT
+
+    @functools.cached_property
+    def mouth(self) -> torch.Tensor:
+        """(S, 1, h, w) 1 on the latent cells that touch each session identity's mouth box, else 0."""
+        h, w = self.latents.shape[-2:]
+        size = self.data.frames.shape[1]
+        masks = [~non_mouth_mask(Identity.sample(int(seed)), size) for seed in self.data.identity_seeds]
+        cells = np.stack(masks).reshape(len(masks), h, size // h, w, size // w).any(axis=(2, 4))
+        return torch.from_numpy(cells).float()[:, None]
+
+    @functools.cached_property
+    def audio(self) -> np.ndarray:
+        """(N, 2, dim) audio rows with the demo encoder's context."""
+        return self.data.context_features(self.audio_context)
 
 
 @dataclass
@@ -54,10 +75,13 @@ class Batch:
     """(b, 4|8, h, w) identity latent (VAE units) or anchors."""
     frames: np.ndarray
     """(b·14,) dataset frame indices (for the pixel loss)."""
+    mouth: torch.Tensor | None = None
+    """(b, 1, h, w) mouth-box cells of each clip's identity (weighted ``MOUTH_WEIGHT``)."""
 
     def to(self, device: torch.device | str) -> Batch:
+        mouth = None if self.mouth is None else self.mouth.to(device)
         return Batch(self.x0.to(device), self.audio.to(device), self.emotion.to(device), self.concat.to(device),
-                     self.frames)
+                     self.frames, mouth)
 
 
 def sample_batch(kind: str, lat: LatentSet, clips: int, gen: torch.Generator) -> Batch:
@@ -85,10 +109,11 @@ def sample_batch(kind: str, lat: LatentSet, clips: int, gen: torch.Generator) ->
         concat_t = torch.cat(concat)
     return Batch(
         x0=x0,
-        audio=torch.from_numpy(data.audio_feats[idx]).reshape(clips, WINDOW, *data.audio_feats.shape[1:]),
+        audio=torch.from_numpy(lat.audio[idx]).reshape(clips, WINDOW, *lat.audio.shape[1:]),
         emotion=torch.from_numpy(data.emotion[idx]).reshape(clips, WINDOW, 2),
         concat=concat_t,
         frames=idx,
+        mouth=lat.mouth[sessions],
     )
 
 
@@ -140,6 +165,8 @@ def diffusion_loss(
     denoised = denoise(stage.network, batch.x0 + col * noise, sigma, cond, WINDOW)
     w = (sigma**2 + 1.0) / sigma**2
     row_w = lower_weight(batch.x0.shape[-2], LAMBDA_LOWER[kind]).to(device)
+    if batch.mouth is not None:
+        row_w = row_w * (1.0 + (MOUTH_WEIGHT - 1.0) * batch.mouth.repeat_interleave(WINDOW, 0))
     latent = (w[:, None, None, None] * row_w * (denoised - batch.x0).square()).mean()
     logs = {"latent": float(latent)}
     loss = latent
