@@ -35,6 +35,7 @@ from .train.diffusion import (
     WINDOW,
     LatentSet,
     conditioning,
+    diffusion_loss,
     lower_weight,
     sample_batch,
     sample_sigma,
@@ -49,6 +50,8 @@ class DistillConfig:
     ref_scale: float = 2.0
     guided: bool = True
     """Teacher keyframe sampling uses audio/reference guidance (interpolation: unguided)."""
+    data_weight: float = 0.0
+    """Weight of the training loss on real clips, added to keep the student on the data."""
 
 
 @dataclass
@@ -127,6 +130,10 @@ def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet
             gd = _weighted_mse(pred_fresh, guided, kind, fresh.mouth)
             loss = loss + gd
             logs["guidance"] = float(gd)
+        if cfg.data_weight > 0:
+            data_loss, _ = diffusion_loss(student, sample_batch(kind, lat, clips, gen), gen)
+            loss = loss + cfg.data_weight * data_loss
+            logs["data"] = float(data_loss)
         return loss, logs
 
     return step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from export.data.speech import espeak_missing_reason
 from export.distill import DistillConfig, distill_step_fn, make_student, teacher_trajectories
 from export.train.config import demo_stage, demo_vae
 from export.train.dataset import N_MELS, SessionSet
-from export.train.diffusion import LatentSet, stage_step_fn
+from export.train.diffusion import LatentSet, diffusion_loss, sample_batch, stage_step_fn
 from export.train.loop import LoopConfig, train
 from export.train.synth import make_session
 from export.train.vae import calibrate_scale, encode_frames, vae_step_fn
@@ -95,15 +96,32 @@ def test_resume_continues_identically(latents, tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_distillation_step_runs(latents) -> None:
+def test_mouth_cells_weight_the_loss(latents) -> None:
+    _, lat = latents
+    mouth = lat.mouth
+    assert mouth.shape == (2, 1, 16, 16)
+    assert 8 <= float(mouth[0].sum()) <= 48 and float(mouth[:, :, :8].sum()) == 0  # a box in the lower half
+    stage = KeyFaceStage(demo_stage("interpolation")).eval()  # type: ignore[arg-type]
+    batch = sample_batch("interpolation", lat, 2, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        weighted, _ = diffusion_loss(stage, batch, torch.Generator().manual_seed(1))
+        plain, _ = diffusion_loss(stage, dataclasses.replace(batch, mouth=None), torch.Generator().manual_seed(1))
+    assert float(weighted) > float(plain)
+
+
+@pytest.mark.parametrize("data_weight", [0.0, 0.5])
+def test_distillation_step_runs(latents, data_weight: float) -> None:
     _, lat = latents
     torch.manual_seed(0)
     teacher = KeyFaceStage(demo_stage("keyframe")).eval().requires_grad_(False)
-    cfg = DistillConfig(teacher_steps=2, student_steps=3)
+    cfg = DistillConfig(teacher_steps=2, student_steps=3, data_weight=data_weight)
     traj = teacher_trajectories(teacher, lat, cfg, batches=1, clips=1)
     student = make_student(teacher)
     before = copy.deepcopy(student.state_dict())
-    losses = train(student, distill_step_fn(student, teacher, lat, traj, cfg, 1), LoopConfig(steps=2, warmup=1))
+    step = distill_step_fn(student, teacher, lat, traj, cfg, 1)
+    _, logs = step(0, torch.Generator().manual_seed(0))
+    assert ("data" in logs) == (data_weight > 0) and {"traj", "guidance"} <= set(logs)
+    losses = train(student, step, LoopConfig(steps=2, warmup=1))
     assert all(np.isfinite(losses))
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
 

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clips", type=int, default=4, help="clips per step (default 4)")
     p.add_argument("--teacher-batches", type=int, default=8, help="teacher sample batches per stage (default 8)")
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    p.add_argument("--data-weight", type=float, default=0.5,
+                   help="weight of the training loss on real clips added to the distillation losses (default 0.5)")
     p.add_argument("--stages", default="keyframe,interpolation", help="which stages to distill")
     p.add_argument("--ship", help="write the student model folder here (e.g. models/demo)")
     p.add_argument("--teacher-dir", help="also write the teacher model folder here")
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
             students[kind] = load_stage(ckpt, kind) if ckpt.is_file() else teacher
             continue
         steps = STUDENT_SAMPLING.keyframe_steps if kind == "keyframe" else STUDENT_SAMPLING.interpolation_steps
-        cfg = DistillConfig(teacher_steps=TEACHER_SAMPLING.keyframe_steps, student_steps=steps)
+        cfg = DistillConfig(teacher_steps=TEACHER_SAMPLING.keyframe_steps, student_steps=steps,
+                            data_weight=args.data_weight)
         traj = teacher_trajectories(teacher, lat, cfg, args.teacher_batches, args.clips, args.seed)
         student = make_student(teacher)
         loop = LoopConfig(steps=args.steps, lr=args.lr, seed=args.seed, warmup=10)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 EPILOG = """examples:
@@ -48,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
           f"interpolation {s.interpolation_steps} steps ({s.interpolation_guidance})")
     print(f"{'metric':<34}{'value':>10}")
     print(f"{'lip sync r (opening vs jaw)':<34}{rep.lip_sync_r:>10.3f}")
+    per_clip = rep.lip_sync_r_per_clip
+    clips = " ".join(f"{r:.2f}" for r in per_clip)
+    print(f"{'lip sync r per clip (mean)':<34}{np.mean(per_clip):>10.3f}  ({clips})")
     print(f"{'identity PSNR, non-mouth (dB)':<34}{rep.identity_psnr:>10.2f}")
     if rep.emotion:
         print(f"{'corner lift at valence -1..+1':<34}  " + " ".join(f"{v:+.2f}" for v in rep.emotion["corner_lift"]))
