@@ -30,13 +30,11 @@ from engine.sampling.guiders import AudioRefGuider, Guider, PlainGuider
 from engine.sampling.schedule import ays_sigmas
 
 from .train.diffusion import (
-    LAMBDA_LOWER,
-    MOUTH_WEIGHT,
     WINDOW,
     LatentSet,
     conditioning,
     diffusion_loss,
-    lower_weight,
+    loss_weight,
     sample_batch,
     sample_sigma,
 )
@@ -90,10 +88,7 @@ def teacher_trajectories(
 
 def _weighted_mse(a: torch.Tensor, b: torch.Tensor, kind: str, mouth: torch.Tensor | None = None) -> torch.Tensor:
     """Training's weighting: lower half ``λ_lower``, mouth-box cells ``MOUTH_WEIGHT`` on top."""
-    weight = lower_weight(a.shape[-2], LAMBDA_LOWER[kind]).to(a.device)
-    if mouth is not None:
-        weight = weight * (1.0 + (MOUTH_WEIGHT - 1.0) * mouth.to(a.device).repeat_interleave(WINDOW, 0))
-    return (weight * (a - b).square()).mean()
+    return (loss_weight(kind, a.shape[-2], mouth, a.device) * (a - b).square()).mean()
 
 
 def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet, traj: Trajectories,

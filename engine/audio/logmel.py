@@ -41,10 +41,13 @@ def stack_context(base: torch.Tensor, context: int) -> torch.Tensor:
     each side (silence outside ``[0, F)``), nearest-to-farthest order ``f-c … f+c``."""
     if context == 0:
         return base
-    frames = base.shape[0]
     pad = base.new_full((context, *base.shape[1:]), SILENCE)
-    ext = torch.cat([pad, base, pad])
-    return torch.cat([ext[j : j + frames] for j in range(2 * context + 1)], dim=-1)
+    return _stack_windows(torch.cat([pad, base, pad]), base.shape[0], context)
+
+
+def _stack_windows(ext: torch.Tensor, count: int, context: int) -> torch.Tensor:
+    """Frames ``0 … count-1`` of ``ext`` (already extended by ``context`` on the left) with their context."""
+    return torch.cat([ext[j : j + count] for j in range(2 * context + 1)], dim=-1)
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -219,7 +222,7 @@ class LogMelStream:
         if count <= 0:
             self._history = ext
             return base.new_zeros(0, VECTORS_PER_FRAME, self.encoder.dim)
-        out = torch.cat([ext[j : j + count] for j in range(2 * c + 1)], dim=-1)
+        out = _stack_windows(ext, count, c)
         self._history = ext[count:]
         self._emitted += count
         return out

@@ -81,18 +81,7 @@ def time_nfe(
         stage = KeyFaceStage(config)
     stage = stage.to(dtype).eval()
     x, c_noise, cond = nfe_inputs(config, clips, frames, latent, device, dtype)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + repeat):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            stage(x, c_noise, cond, frames)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return times
+    return _timed(lambda: stage(x, c_noise, cond, frames), device, repeat, warmup)
 
 
 def _timed(fn, device: torch.device, repeat: int, warmup: int) -> list[float]:

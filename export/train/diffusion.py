@@ -146,6 +146,15 @@ def lower_weight(h: int, factor: float) -> torch.Tensor:
     return w
 
 
+def loss_weight(kind: str, h: int, mouth: torch.Tensor | None, device: torch.device | str) -> torch.Tensor:
+    """Per-cell loss weight: the lower half ``λ_lower``, times ``MOUTH_WEIGHT`` on the clips'
+    (b, 1, h, w) mouth cells (repeated over each clip's 14 frames) when ``mouth`` is given."""
+    weight = lower_weight(h, LAMBDA_LOWER[kind]).to(device)
+    if mouth is not None:
+        weight = weight * (1.0 + (MOUTH_WEIGHT - 1.0) * mouth.to(device).repeat_interleave(WINDOW, 0))
+    return weight
+
+
 def diffusion_loss(
     stage: KeyFaceStage,
     batch: Batch,
@@ -164,9 +173,7 @@ def diffusion_loss(
     col = sigma[:, None, None, None]
     denoised = denoise(stage.network, batch.x0 + col * noise, sigma, cond, WINDOW)
     w = (sigma**2 + 1.0) / sigma**2
-    row_w = lower_weight(batch.x0.shape[-2], LAMBDA_LOWER[kind]).to(device)
-    if batch.mouth is not None:
-        row_w = row_w * (1.0 + (MOUTH_WEIGHT - 1.0) * batch.mouth.repeat_interleave(WINDOW, 0))
+    row_w = loss_weight(kind, batch.x0.shape[-2], batch.mouth, device)
     latent = (w[:, None, None, None] * row_w * (denoised - batch.x0).square()).mean()
     logs = {"latent": float(latent)}
     loss = latent
