@@ -146,3 +146,12 @@ def test_demo_model_renders_and_metrics_are_finite(sessions: SessionSet) -> None
     assert frames.shape == (25, 64, 64, 3)
     r, psnr = lip_sync(bundle, sessions.subset(1), [0])
     assert np.isfinite(r) and np.isfinite(psnr)
+
+
+def test_train_cli_reports_missing_inputs_without_traceback(tmp_path: Path, capsys) -> None:
+    from keyface.cli import main
+
+    assert main(["train", "keyframe", "--out", str(tmp_path / "empty"), "--steps", "1"]) == 2
+    assert "no latent cache" in capsys.readouterr().err
+    assert main(["train", "vae", "--out", str(tmp_path), "--data", str(tmp_path / "none.npz"), "--steps", "1"]) == 2
+    assert "no training data" in capsys.readouterr().err

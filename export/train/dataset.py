@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from engine.audio.logmel import LogMelEncoder, stack_context
+from engine.errors import InputError
 
 from .synth import HELDOUT_ID_OFFSET, make_session
 
@@ -62,6 +63,8 @@ class SessionSet:
 
     @classmethod
     def load(cls, path: str | Path) -> SessionSet:
+        if not Path(path).is_file():
+            raise InputError(f"no training data at {path}: make it with `keyface train data --out DIR`, or pass --data")
         with np.load(path) as data:
             return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 

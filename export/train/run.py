@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.bundle import ModelBundle, SamplingDefaults
+from engine.errors import InputError
 from engine.models.stage import KeyFaceStage
 from engine.models.vae import AutoencoderKL
 
@@ -65,6 +66,9 @@ def load_vae(out: Path) -> AutoencoderKL:
 
 
 def load_latents(out: Path, data_path: Path | None = None) -> LatentSet:
+    if not (out / "latents.pt").is_file():
+        raise InputError(f"no latent cache in {out}: train the VAE there first "
+                         f"(keyface train vae --out {out} --data …)")
     cache = torch.load(out / "latents.pt", weights_only=True)
     data = SessionSet.load(data_path or Path(cache["data"])).subset(int(cache["sessions"]))
     return LatentSet(data, cache["latents"].float(), cache["identity"].float())
