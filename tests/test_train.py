@@ -96,6 +96,49 @@ def test_resume_continues_identically(latents, tmp_path: Path) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_weight_average_ramps_then_tracks() -> None:
+    from export.train.loop import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = WeightAverage(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model)  # first update: decay min(0.99, 1/10) = 0.1
+    torch.testing.assert_close(ema.state["weight"], torch.full((1, 2), 0.9))
+    for _ in range(2000):
+        ema.update(model)
+    torch.testing.assert_close(ema.state["weight"], torch.ones(1, 2))
+
+
+def test_moving_average_is_checkpointed_resumed_and_loaded(latents, tmp_path: Path) -> None:
+    from export.train.run import load_stage
+
+    _, lat = latents
+
+    def run(steps: int, ckpt: Path, every: int) -> None:
+        torch.manual_seed(0)
+        stage = KeyFaceStage(demo_stage("interpolation"))
+        cfg = LoopConfig(steps=steps, seed=3, checkpoint_every=every, ema_decay=0.5)
+        train(stage, stage_step_fn(stage, lat, 1, None), cfg, ckpt)
+
+    run(4, tmp_path / "straight.pt", 4)
+    run(2, tmp_path / "resumed.pt", 2)
+    run(4, tmp_path / "resumed.pt", 2)
+    straight = torch.load(tmp_path / "straight.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    assert straight["ema_updates"] == resumed["ema_updates"] == 4
+    for k, v in straight["ema"].items():
+        torch.testing.assert_close(v, resumed["ema"][k], rtol=0, atol=0)
+    name = next(k for k, v in straight["model"].items() if v.is_floating_point() and v.numel() > 1)
+    assert not torch.equal(straight["ema"][name], straight["model"][name])
+    averaged = load_stage(tmp_path / "straight.pt", "interpolation").state_dict()[name]
+    raw = load_stage(tmp_path / "straight.pt", "interpolation", average=False).state_dict()[name]
+    torch.testing.assert_close(averaged, straight["ema"][name], rtol=0, atol=0)
+    torch.testing.assert_close(raw, straight["model"][name], rtol=0, atol=0)
+
+
 def test_mouth_cells_weight_the_loss(latents) -> None:
     _, lat = latents
     mouth = lat.mouth

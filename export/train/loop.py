@@ -27,10 +27,37 @@ class LoopConfig:
     checkpoint_every: int = 200
     log_every: int = 25
     grad_clip: float = 1.0
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights with this decay (0: none); checkpoints
+    store it under ``"ema"``."""
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point weights.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates ``n``, so an
+    average started late (e.g. when resuming a run that had none) is not dominated by its start.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict | None = None, updates: int = 0) -> None:
+        self.decay, self.updates = decay, updates
+        current = model.state_dict()
+        source = state if state is not None else current
+        self.state = {k: v.detach().clone().to(current[k].device) for k, v in source.items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].lerp_(v.detach(), 1.0 - d)
+            else:
+                self.state[k].copy_(v)
+        self.updates += 1
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, extra: dict) -> None:
@@ -52,12 +79,14 @@ def train(
     """Run ``step_fn`` for ``cfg.steps`` optimiser steps (resuming from ``checkpoint``); returns losses."""
     trainable = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
-    start = 0
+    start, state = 0, {}
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
+    ema = WeightAverage(model, cfg.ema_decay, state.get("ema"), int(state.get("ema_updates", 0))) \
+        if cfg.ema_decay > 0 else None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     for _ in range(start):
         sched.step()
@@ -73,6 +102,8 @@ def train(
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update(model)
         losses.append(float(loss))
         bar.set_postfix(loss=f"{float(loss):.4f}")
         done = step + 1
@@ -80,7 +111,8 @@ def train(
             parts = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
             log(f"step {done} loss={float(loss):.4f} {parts} t={time.perf_counter() - t0:.0f}s")
         if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            save_checkpoint(checkpoint, model, opt, done, {})
+            extra = {"ema": ema.state, "ema_updates": ema.updates} if ema is not None else {}
+            save_checkpoint(checkpoint, model, opt, done, extra)
     model.eval()
     return losses
 

@@ -75,21 +75,24 @@ def load_latents(out: Path, data_path: Path | None = None) -> LatentSet:
 
 
 def run_stage(kind: str, out: Path, steps: int, clips: int = 8, seed: int = 0, lr: float = 1e-3,
-              pixel_every: int = 1, device: str = "cpu", data_path: Path | None = None) -> KeyFaceStage:
-    """Train (or resume) one stage on the cached latents."""
+              pixel_every: int = 1, device: str = "cpu", data_path: Path | None = None,
+              ema_decay: float = 0.999) -> KeyFaceStage:
+    """Train (or resume) one stage on the cached latents, keeping a moving average of its weights."""
     lat = load_latents(out, data_path)
     vae = load_vae(out).to(device) if pixel_every > 0 else None
     torch.manual_seed(seed)
     stage = KeyFaceStage(demo_stage(kind)).to(device)  # type: ignore[arg-type]
-    cfg = LoopConfig(steps=steps, lr=lr, seed=seed)
+    cfg = LoopConfig(steps=steps, lr=lr, seed=seed, ema_decay=ema_decay)
     train(stage, stage_step_fn(stage, lat, clips, vae, pixel_every, device), cfg, out / f"{kind}.pt",
           desc=kind, log=file_logger(out, kind))
     return stage.cpu().eval()
 
 
-def load_stage(path: Path, kind: str) -> KeyFaceStage:
+def load_stage(path: Path, kind: str, average: bool = True) -> KeyFaceStage:
+    """A stage from its checkpoint: the moving average of its weights when it has one (``average``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
     stage = KeyFaceStage(demo_stage(kind))  # type: ignore[arg-type]
-    stage.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    stage.load_state_dict(state["ema"] if average and "ema" in state else state["model"])
     return stage.eval().requires_grad_(False)
 
 

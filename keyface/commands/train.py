@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heldout", type=int, default=12, help="data: held-out sessions")
     p.add_argument("--encode-sessions", type=int, default=0, help="vae: sessions whose latents are cached (0: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="keyframe/interpolation: decay of the weights' moving average that evaluation, "
+                        "distillation and shipping use (0: none; default 0.999)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda … (default: auto)")
     p.set_defaults(func=run)
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'vae.safetensors'} and {out / 'latents.pt'}")
     else:
         data = Path(args.data) if args.data else None
-        stages.run_stage(args.what, out, args.steps, args.batch, args.seed, args.lr, args.pixel_every, device, data)
+        stages.run_stage(args.what, out, args.steps, args.batch, args.seed, args.lr, args.pixel_every, device, data,
+                         args.ema)
         print(f"wrote {out / (args.what + '.pt')}")
     return 0
