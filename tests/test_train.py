@@ -198,3 +198,24 @@ def test_train_cli_reports_missing_inputs_without_traceback(tmp_path: Path, caps
     assert "no latent cache" in capsys.readouterr().err
     assert main(["train", "vae", "--out", str(tmp_path), "--data", str(tmp_path / "none.npz"), "--steps", "1"]) == 2
     assert "no training data" in capsys.readouterr().err
+
+
+def test_clip_sourced_sessions_are_aligned_and_hold_non_speech() -> None:
+    from engine.errors import InputError
+    from export.data.clip import clip_seed, generate_clip
+    from export.eval import ground_truth_lip_sync
+    from export.train.dataset import CLIP_SESSION, generate
+
+    data = generate(2, "train", source="clips")
+    n = len(data.frames)
+    assert data.starts[-1] == n == len(data.params) == len(data.emotion) == len(data.audio_feats)
+    assert len(data.audio) == 640 * n
+    assert all(b - a >= 8 * 25 for a, b in (data.span(s) for s in range(2)))  # a keyframe window fits
+    assert ground_truth_lip_sync(data, [0, 1]) > 0.9
+    held = generate(1, "heldout", source="clips")
+    assert not set(held.identity_seeds) & set(data.identity_seeds)
+    plan = dataclasses.replace(CLIP_SESSION, render=False)
+    kinds = {s.kind for k in range(6) for s in generate_clip(clip_seed(0, "train", k), "train", plan).segments}
+    assert kinds & {"laugh", "sigh", "hum"}, kinds
+    with pytest.raises(InputError):
+        generate(1, source="podcasts")

@@ -7,6 +7,7 @@ offsets, ``neutral`` (S, H, W, 3) identity images, ``identity_seeds`` (S,), ``au
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,12 @@ from tqdm import tqdm
 
 from engine.audio.logmel import LogMelEncoder, stack_context
 from engine.errors import InputError
+from export.data.clip import ClipConfig, clip_seed, generate_clip, identity_seed
+from export.data.face import FaceRenderer
+from export.data.identity import Identity
+from export.data.params import P
 
-from .synth import HELDOUT_ID_OFFSET, make_session
+from .synth import HELDOUT_ID_OFFSET, Session, make_session
 
 N_MELS = 40
 AUDIO_CONTEXT = 2
@@ -73,15 +78,41 @@ class SessionSet:
         np.savez(path, **{k: getattr(self, k) for k in self.__dataclass_fields__})
 
 
+SOURCES = ("sessions", "clips")
+"""Where sessions come from: ``sessions`` = :func:`export.train.synth.make_session` (speech and
+pauses; the shipped demo model's data), ``clips`` = :func:`export.data.clip.generate_clip`
+(speech, laughs, sighs, hums and silences under a varying emotion course)."""
+
+CLIP_SESSION = ClipConfig(min_seconds=8.0, max_seconds=12.0, motion=0.3)
+"""Clip-sourced sessions last 8–12 s, so a keyframe window (14 frames 13 apart, 6.8 s) fits."""
+
+
+def clip_session(index: int, split: str = "train", size: int = 64, seed: int = 0) -> Session:
+    """Session ``index`` of a split drawn by the clip generator (one identity, one clip)."""
+    identity = Identity.sample(identity_seed(seed, split, index))
+    clip = generate_clip(clip_seed(seed, split, index), split, dataclasses.replace(CLIP_SESSION, size=size), identity)
+    assert clip.frames is not None
+    neutral = FaceRenderer(identity, size).render(np.zeros(P, np.float32))
+    return Session(identity, clip.frames, clip.audio, clip.params, clip.emotion, neutral)
+
+
 def generate(
-    count: int, split: str = "train", size: int = 64, seed: int = 0, utterances: int = 4, n_mels: int = N_MELS
+    count: int, split: str = "train", size: int = 64, seed: int = 0, utterances: int = 4, n_mels: int = N_MELS,
+    source: str = "sessions",
 ) -> SessionSet:
-    """``count`` sessions of ``split`` (seeds ``seed … seed+count-1``) with their log-mel rows."""
+    """``count`` sessions of ``split`` with their log-mel rows (``source``: see :data:`SOURCES`)."""
+    if source not in SOURCES:
+        raise InputError(f"unknown data source {source!r} (expected one of {', '.join(SOURCES)})")
     encoder = LogMelEncoder(n_mels)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("frames", "audio_feats", "params", "emotion", "audio")}
     neutral, seeds, starts = [], [], [0]
-    for k in tqdm(range(count), desc=f"sessions ({split})", unit="session"):
-        s = make_session(seed + k, split, size, utterances)
+    for k in tqdm(range(count), desc=f"sessions ({split}, {source})", unit="session"):
+        if source == "clips":
+            s = clip_session(k, split, size, seed)
+            seeds.append(identity_seed(seed, split, k))
+        else:
+            s = make_session(seed + k, split, size, utterances)
+            seeds.append(seed + k + (HELDOUT_ID_OFFSET if split == "heldout" else 0))
         feats = encoder.encode(torch.from_numpy(s.audio)).numpy()[: s.num_frames]
         parts["frames"].append(s.frames)
         parts["audio_feats"].append(feats)
@@ -89,7 +120,6 @@ def generate(
         parts["emotion"].append(s.emotion)
         parts["audio"].append(s.audio)
         neutral.append(s.neutral)
-        seeds.append(seed + k + (HELDOUT_ID_OFFSET if split == "heldout" else 0))
         starts.append(starts[-1] + s.num_frames)
     return SessionSet(
         **{k: np.concatenate(v) for k, v in parts.items()},

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-every", type=int, default=1, help="pixel loss every N steps (0: off)")
     p.add_argument("--sessions", type=int, default=180, help="data: training sessions")
     p.add_argument("--heldout", type=int, default=12, help="data: held-out sessions")
+    p.add_argument("--source", choices=["sessions", "clips"], default="sessions",
+                   help="data: 'sessions' = speech and pauses (the shipped demo model's data); 'clips' = the "
+                        "clip generator's speech, laughs, sighs, hums and silences (default: sessions)")
     p.add_argument("--encode-sessions", type=int, default=0, help="vae: sessions whose latents are cached (0: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--ema", type=float, default=0.999,
@@ -54,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "data":
         from export.train.dataset import generate
 
-        generate(args.sessions, "train", seed=args.seed).save(out / "train.npz")
-        generate(args.heldout, "heldout", seed=args.seed).save(out / "heldout.npz")
+        generate(args.sessions, "train", seed=args.seed, source=args.source).save(out / "train.npz")
+        generate(args.heldout, "heldout", seed=args.seed, source=args.source).save(out / "heldout.npz")
         print(f"wrote {out / 'train.npz'} and {out / 'heldout.npz'}")
     elif args.what == "vae":
         if not args.data:
