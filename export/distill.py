@@ -112,7 +112,7 @@ def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet
             x = target + level * noise
         pred = denoise(student.network, x, sigma, cond, WINDOW)
         traj_loss = _weighted_mse(pred, target, kind, batch.mouth)
-        logs = {"traj": float(traj_loss)}
+        logs = {"traj": float(traj_loss.detach())}
         loss = traj_loss
         if kind == "keyframe" and cfg.guided:
             fresh = sample_batch(kind, lat, clips, gen)
@@ -124,11 +124,11 @@ def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet
             pred_fresh = denoise(student.network, xs, s, conditioning(student, fresh), WINDOW)
             gd = _weighted_mse(pred_fresh, guided, kind, fresh.mouth)
             loss = loss + gd
-            logs["guidance"] = float(gd)
+            logs["guidance"] = float(gd.detach())
         if cfg.data_weight > 0:
             data_loss, _ = diffusion_loss(student, sample_batch(kind, lat, clips, gen), gen)
             loss = loss + cfg.data_weight * data_loss
-            logs["data"] = float(data_loss)
+            logs["data"] = float(data_loss.detach())
         return loss, logs
 
     return step

@@ -175,7 +175,7 @@ def diffusion_loss(
     w = (sigma**2 + 1.0) / sigma**2
     row_w = loss_weight(kind, batch.x0.shape[-2], batch.mouth, device)
     latent = (w[:, None, None, None] * row_w * (denoised - batch.x0).square()).mean()
-    logs = {"latent": float(latent)}
+    logs = {"latent": float(latent.detach())}
     loss = latent
     if vae is not None and data is not None and pixel_weight > 0:
         pick = torch.arange(clips) * WINDOW + torch.randint(0, WINDOW, (clips,), generator=gen)
@@ -184,7 +184,7 @@ def diffusion_loss(
         target = to_model_range(data.frames[batch.frames[pick.cpu().numpy()]]).to(device)
         pixel = (w[pick][:, None, None, None] * (rgb - target).square()).mean()
         loss = loss + pixel_weight * pixel
-        logs["pixel"] = float(pixel)
+        logs["pixel"] = float(pixel.detach())
     return loss, logs
 
 

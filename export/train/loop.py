@@ -88,8 +88,10 @@ def train(
     ema = WeightAverage(model, cfg.ema_decay, state.get("ema"), int(state.get("ema_updates", 0))) \
         if cfg.ema_decay > 0 else None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
-    for _ in range(start):
-        sched.step()
+    if start:  # jump the schedule to the resumed step (LambdaLR is closed-form in the step)
+        sched.last_epoch = start
+        for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base * _lr_factor(start, cfg)
     losses: list[float] = []
     model.train()
     t0 = time.perf_counter()

@@ -56,7 +56,7 @@ def vae_step_fn(vae: AutoencoderKL, data: SessionSet, batch: int, device: torch.
         err = rec - x
         rec_loss = ((err.abs() + err.square()) * weight[rows]).mean()
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3)).mean()
-        return rec_loss + KL_WEIGHT * kl, {"rec": float(rec_loss), "kl": float(kl)}
+        return rec_loss + KL_WEIGHT * kl, {"rec": float(rec_loss.detach()), "kl": float(kl.detach())}
 
     return step
 
