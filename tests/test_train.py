@@ -219,3 +219,13 @@ def test_clip_sourced_sessions_are_aligned_and_hold_non_speech() -> None:
     assert kinds & {"laugh", "sigh", "hum"}, kinds
     with pytest.raises(InputError):
         generate(1, source="podcasts")
+
+
+def test_session_tracks_fit_their_audio() -> None:
+    from export.train.synth import fit_rows
+
+    track = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(fit_rows(track, 2), track[:2])
+    np.testing.assert_array_equal(fit_rows(track, 5)[3:], np.repeat(track[-1:], 2, axis=0))
+    s = make_session(637, "train")  # its viseme tracks came out 1 ms shorter than its audio
+    assert len(s.params) == len(s.frames) == len(s.emotion) == len(s.audio) // 640
