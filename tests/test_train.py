@@ -222,10 +222,10 @@ def test_clip_sourced_sessions_are_aligned_and_hold_non_speech() -> None:
 
 
 def test_session_tracks_fit_their_audio() -> None:
-    from export.train.synth import fit_rows
+    from export.data.visemes import fit_length
 
     track = np.arange(6, dtype=np.float32).reshape(3, 2)
-    np.testing.assert_array_equal(fit_rows(track, 2), track[:2])
-    np.testing.assert_array_equal(fit_rows(track, 5)[3:], np.repeat(track[-1:], 2, axis=0))
+    np.testing.assert_array_equal(fit_length(track, 2), track[:2])
+    np.testing.assert_array_equal(fit_length(track, 5)[3:], np.repeat(track[-1:], 2, axis=0))
     s = make_session(637, "train")  # its viseme tracks came out 1 ms shorter than its audio
     assert len(s.params) == len(s.frames) == len(s.emotion) == len(s.audio) // 640

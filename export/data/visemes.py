@@ -157,13 +157,18 @@ def viseme_tracks(phones: Sequence[Phone], duration: float, rate: int = TRACK_RA
     return out
 
 
+def fit_length(track: np.ndarray, rows: int) -> np.ndarray:
+    """``track`` cut or edge-padded to exactly ``rows`` rows (rounding leaves fine tracks a
+    millisecond shorter or longer than their audio)."""
+    if len(track) >= rows:
+        return track[:rows]
+    return np.concatenate([track, np.repeat(track[-1:], rows - len(track), axis=0)])
+
+
 def to_frames(track: np.ndarray, n_frames: int, fps: int = 25, rate: int = TRACK_RATE) -> np.ndarray:
     """Average a fine track (n, ...) over each video frame's window -> (n_frames, ...)."""
     step = rate // fps
-    need = n_frames * step
-    x = track[:need]
-    if len(x) < need:
-        x = np.concatenate([x, np.repeat(x[-1:], need - len(x), axis=0)])
+    x = fit_length(track, n_frames * step)
     return x.reshape(n_frames, step, *track.shape[1:]).mean(axis=1).astype(np.float32)
 
 

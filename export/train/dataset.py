@@ -22,7 +22,7 @@ from export.data.face import FaceRenderer
 from export.data.identity import Identity
 from export.data.params import P
 
-from .synth import HELDOUT_ID_OFFSET, Session, make_session
+from .synth import Session, make_session
 
 N_MELS = 40
 AUDIO_CONTEXT = 2
@@ -107,12 +107,8 @@ def generate(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("frames", "audio_feats", "params", "emotion", "audio")}
     neutral, seeds, starts = [], [], [0]
     for k in tqdm(range(count), desc=f"sessions ({split}, {source})", unit="session"):
-        if source == "clips":
-            s = clip_session(k, split, size, seed)
-            seeds.append(identity_seed(seed, split, k))
-        else:
-            s = make_session(seed + k, split, size, utterances)
-            seeds.append(seed + k + (HELDOUT_ID_OFFSET if split == "heldout" else 0))
+        s = clip_session(k, split, size, seed) if source == "clips" else make_session(seed + k, split, size, utterances)
+        seeds.append(s.identity.seed)
         feats = encoder.encode(torch.from_numpy(s.audio)).numpy()[: s.num_frames]
         parts["frames"].append(s.frames)
         parts["audio_feats"].append(feats)

@@ -18,7 +18,7 @@ from export.data.identity import Identity
 from export.data.params import PARAM_INDEX, P, clip_params
 from export.data.speech import Voice, synthesize
 from export.data.text import pick_text
-from export.data.visemes import TRACK_RATE, viseme_tracks
+from export.data.visemes import TRACK_RATE, fit_length, to_frames, viseme_tracks
 
 FPS = 25
 SAMPLES_PER_FRAME = 640
@@ -73,14 +73,6 @@ def _ramp(values: np.ndarray, width: int = 6) -> np.ndarray:
     return out[width:-width].astype(np.float32)
 
 
-def fit_rows(track: np.ndarray, rows: int) -> np.ndarray:
-    """``track`` cut or edge-padded to exactly ``rows`` rows (rounding makes viseme tracks a
-    millisecond shorter or longer than their audio)."""
-    if len(track) >= rows:
-        return track[:rows]
-    return np.concatenate([track, np.repeat(track[-1:], rows - len(track), axis=0)])
-
-
 def emotion_params(emotion: np.ndarray) -> dict[str, np.ndarray]:
     """Face parameters driven by per-frame (valence, arousal)."""
     v, a = emotion[:, 0], emotion[:, 1]
@@ -114,7 +106,7 @@ def make_session(
         utt = synthesize(text, voice)
         pause = np.zeros(int(rng.uniform(0.15, 0.6) * 16000), np.float32)
         wave = np.concatenate([utt.audio, pause])
-        tracks = fit_rows(viseme_tracks(utt.phones, len(wave) / 16000), len(wave) * TRACK_RATE // 16000)
+        tracks = fit_length(viseme_tracks(utt.phones, len(wave) / 16000), len(wave) * TRACK_RATE // 16000)
         emo = emotions[k % len(emotions)] if emotions else (float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1)))
         artic = 1.0 + 0.3 * emo[1]
         tracks[:, 0] = np.clip(tracks[:, 0] * artic, 0, 1)
@@ -125,8 +117,8 @@ def make_session(
     n = len(audio) // SAMPLES_PER_FRAME
     audio = audio[: n * SAMPLES_PER_FRAME]
     step = TRACK_RATE // FPS
-    mouth = fit_rows(np.concatenate(mouth_parts), n * step).reshape(n, step, 4).mean(1)
-    emo_fine = fit_rows(np.concatenate(emo_parts), n * step).reshape(n, step, 2)[:, 0]
+    mouth = to_frames(np.concatenate(mouth_parts), n)
+    emo_fine = fit_length(np.concatenate(emo_parts), n * step).reshape(n, step, 2)[:, 0]
     emotion = _ramp(emo_fine)
     params = np.zeros((n, P), np.float32)
     for i, name in enumerate(("jaw_open", "lip_width", "lip_round", "lip_closure")):
