@@ -229,3 +229,30 @@ def test_session_tracks_fit_their_audio() -> None:
     np.testing.assert_array_equal(fit_length(track, 5)[3:], np.repeat(track[-1:], 2, axis=0))
     s = make_session(637, "train")  # its viseme tracks came out 1 ms shorter than its audio
     assert len(s.params) == len(s.frames) == len(s.emotion) == len(s.audio) // 640
+
+
+def test_distill_cli_refuses_bad_step_counts(tmp_path: Path, capsys) -> None:
+    from keyface.cli import main
+
+    assert main(["distill", "--out", str(tmp_path), "--interpolation-steps", "0"]) == 2
+    assert "--interpolation-steps must be 1..10" in capsys.readouterr().err
+
+
+def test_distill_cli_ships_a_student_with_its_step_count(sessions: SessionSet, tmp_path: Path) -> None:
+    from engine.bundle import load_bundle
+    from export.train.run import run_stage, run_vae
+    from keyface.cli import main
+
+    data = tmp_path / "train.npz"
+    sessions.save(data)
+    run_vae(data, tmp_path, steps=1, batch=2)
+    for kind in ("keyframe", "interpolation"):
+        run_stage(kind, tmp_path, steps=1, clips=1, pixel_every=0)
+    ship = tmp_path / "ship"
+    assert main(["distill", "--out", str(tmp_path), "--steps", "1", "--clips", "1", "--teacher-batches", "1",
+                 "--stages", "interpolation", "--interpolation-steps", "2", "--threads", "1",
+                 "--ship", str(ship)]) == 0
+    assert (tmp_path / "student_interpolation.pt").is_file() and not (tmp_path / "student_keyframe.pt").exists()
+    bundle = load_bundle(ship)
+    assert (bundle.sampling.keyframe_steps, bundle.sampling.interpolation_steps) == (3, 2)
+    assert bundle.sampling.keyframe_guidance == bundle.sampling.interpolation_guidance == "none"

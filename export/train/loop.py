@@ -106,12 +106,13 @@ def train(
         sched.step()
         if ema is not None:
             ema.update(model)
-        losses.append(float(loss))
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        value = float(loss.detach())
+        losses.append(value)
+        bar.set_postfix(loss=f"{value:.4f}")
         done = step + 1
         if log is not None and (done % cfg.log_every == 0 or done == cfg.steps):
             parts = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
-            log(f"step {done} loss={float(loss):.4f} {parts} t={time.perf_counter() - t0:.0f}s")
+            log(f"step {done} loss={value:.4f} {parts} t={time.perf_counter() - t0:.0f}s")
         if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
             extra = {"ema": ema.state, "ema_updates": ema.updates} if ema is not None else {}
             save_checkpoint(checkpoint, model, opt, done, extra)

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-weight", type=float, default=0.5,
                    help="weight of the training loss on real clips added to the distillation losses (default 0.5)")
     p.add_argument("--stages", default="keyframe,interpolation", help="which stages to distill")
+    p.add_argument("--keyframe-steps", type=int, default=3,
+                   help="the keyframe student's sampling steps (default 3; also written into the shipped folder)")
+    p.add_argument("--interpolation-steps", type=int, default=1,
+                   help="the interpolation student's sampling steps (default 1; also written into the shipped folder)")
     p.add_argument("--ship", help="write the student model folder here (e.g. models/demo)")
     p.add_argument("--teacher-dir", help="also write the teacher model folder here")
     p.add_argument("--data-heldout", help="held-out set .npz: its first identity becomes the default identity")
@@ -36,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from engine.errors import InputError
     from export.distill import DistillConfig, distill_step_fn, make_student, teacher_trajectories
     from export.ship import bundle_size, save_identity_image, ship
     from export.train.config import STUDENT_SAMPLING, TEACHER_SAMPLING
@@ -43,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from export.train.loop import LoopConfig, train
     from export.train.run import file_logger, load_latents, load_stage, teacher_bundle
 
+    for flag, value in (("--keyframe-steps", args.keyframe_steps), ("--interpolation-steps", args.interpolation_steps)):
+        if not 1 <= value <= 10:
+            raise InputError(f"{flag} must be 1..10 (got {value})")
+    sampling = dataclasses.replace(STUDENT_SAMPLING, keyframe_steps=args.keyframe_steps,
+                                   interpolation_steps=args.interpolation_steps)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     lat = load_latents(out)
@@ -53,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         if kind not in args.stages.split(","):
             students[kind] = load_stage(ckpt, kind) if ckpt.is_file() else teacher
             continue
-        steps = STUDENT_SAMPLING.keyframe_steps if kind == "keyframe" else STUDENT_SAMPLING.interpolation_steps
+        steps = sampling.keyframe_steps if kind == "keyframe" else sampling.interpolation_steps
         cfg = DistillConfig(teacher_steps=TEACHER_SAMPLING.keyframe_steps, student_steps=steps,
                             data_weight=args.data_weight)
         traj = teacher_trajectories(teacher, lat, cfg, args.teacher_batches, args.clips, args.seed)
@@ -69,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher_dir:
         ship(teacher_bundle(out), Path(args.teacher_dir), image, half=False)
     if args.ship:
-        bundle = teacher_bundle(out, STUDENT_SAMPLING, "keyface-demo", students["keyframe"], students["interpolation"])
+        bundle = teacher_bundle(out, sampling, "keyface-demo", students["keyframe"], students["interpolation"])
         path = ship(bundle, Path(args.ship), image, half=False)
         print(f"wrote {path} ({bundle_size(path) / 1e6:.1f} MB)")
     return 0
