@@ -10,6 +10,7 @@ import torch
 from engine.bundle import ModelBundle, load_bundle
 from engine.checkpoints import parse_dtype
 from engine.defaults import default_weights, resolve_device
+from engine.errors import InputError
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -59,3 +60,16 @@ def load_model(args: argparse.Namespace) -> tuple[ModelBundle, torch.dtype | Non
     dtype, autocast = precision(args, device)
     path = args.weights or default_weights()
     return load_bundle(path, dtype=dtype, device=device, trust_pickle=args.trust_weights), autocast
+
+
+def check_step_counts(args: argparse.Namespace, names: tuple[str, ...], most: int | None = None) -> None:
+    """Refuse step-count options (``args.<name>``, None = unset) below 1 or, with ``most``, above it."""
+    for name in names:
+        value = getattr(args, name)
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if most is None and value < 1:
+            raise InputError(f"{flag} must be at least 1")
+        if most is not None and not 1 <= value <= most:
+            raise InputError(f"{flag} must be 1..{most} (got {value})")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .common import check_step_counts
+
 EPILOG = """example (after keyface train …, see docs/demo-model.md):
   keyface distill --out out/train --steps 300 --ship models/demo --data-heldout out/data/heldout.npz"""
 
@@ -42,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from engine.errors import InputError
     from export.distill import DistillConfig, distill_step_fn, make_student, teacher_trajectories
     from export.ship import bundle_size, save_identity_image, ship
     from export.train.config import STUDENT_SAMPLING, TEACHER_SAMPLING
@@ -50,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from export.train.loop import LoopConfig, train
     from export.train.run import file_logger, load_latents, load_stage, teacher_bundle
 
-    for flag, value in (("--keyframe-steps", args.keyframe_steps), ("--interpolation-steps", args.interpolation_steps)):
-        if not 1 <= value <= 10:
-            raise InputError(f"{flag} must be 1..10 (got {value})")
+    check_step_counts(args, ("keyframe_steps", "interpolation_steps"), most=TEACHER_SAMPLING.keyframe_steps)
     sampling = dataclasses.replace(STUDENT_SAMPLING, keyframe_steps=args.keyframe_steps,
                                    interpolation_steps=args.interpolation_steps)
     torch.set_num_threads(args.threads)

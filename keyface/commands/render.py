@@ -16,7 +16,7 @@ from engine.media import load_image, write_mp4
 from engine.pipeline.audio_inputs import compute_features, load_precomputed
 from engine.pipeline.offline import OfflineRenderer, RenderSettings, identity_latent
 
-from .common import add_model_options, load_model
+from .common import add_model_options, check_step_counts, load_model
 
 EPILOG = """examples:
   keyface render --audio speech.wav --out out.mp4
@@ -75,10 +75,7 @@ def emotions_from_args(args: argparse.Namespace) -> list[Emotion]:
 
 def run(args: argparse.Namespace) -> int:
     states = emotions_from_args(args)
-    for name in ("steps", "keyframe_steps", "interpolation_steps"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    check_step_counts(args, ("steps", "keyframe_steps", "interpolation_steps"))
     wave = load_audio(args.audio)
     num_frames = round(len(wave) / SAMPLES_PER_FRAME)
     bundle, autocast = load_model(args)
