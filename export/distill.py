@@ -1,6 +1,6 @@
 """Distillation of the demo teacher into a few-step, guidance-free student.
 
-Two losses, trained jointly on a copy of each teacher stage (the student):
+Losses, trained jointly on a copy of each teacher stage (the student) or on a shipped student:
 
 * **Guidance distillation** (keyframe): at noise levels ``σ`` from the student's schedule and the
   training distribution, the student's plain ``D_s(x_σ)`` regresses the teacher's guided
@@ -10,8 +10,11 @@ Two losses, trained jointly on a copy of each teacher stage (the student):
   learns to map that noise at ``σ_max`` (and the teacher sample re-noised to each intermediate
   level of the student schedule) straight to the teacher's sample, so its 1-step (interpolation) or
   3-step (keyframe: σ 700 → 1.79 → 0.002) Euler sampling lands where the teacher lands.
+* **Data loss** (``data_weight``): the student's loss on real training clips, at σ from the training
+  distribution or (``data_levels="student"``) at the student's own sampling levels. Alone (no
+  teacher), it fine-tunes a shipped student on more data.
 
-Both use the weighting of training (lower half λ_lower 3 / 2, the mouth box ×``MOUTH_WEIGHT``).
+All use the weighting of training (lower half λ_lower 3 / 2, the mouth box ×``MOUTH_WEIGHT``).
 The same code runs on the full-size models: only the stage configs and the clip source change (docs/demo-model.md).
 """
 
@@ -50,6 +53,13 @@ class DistillConfig:
     """Teacher keyframe sampling uses audio/reference guidance (interpolation: unguided)."""
     data_weight: float = 0.0
     """Weight of the training loss on real clips, added to keep the student on the data."""
+    data_levels: str = "training"
+    """Noise levels of that data loss: ``training`` (σ from the training distribution) or
+    ``student`` (the student's own sampling levels, from pure noise at σ_max: the trajectory
+    regression with real clips in place of teacher samples)."""
+
+
+DATA_LEVELS = ("training", "student")
 
 
 @dataclass
@@ -91,30 +101,48 @@ def _weighted_mse(a: torch.Tensor, b: torch.Tensor, kind: str, mouth: torch.Tens
     return (loss_weight(kind, a.shape[-2], mouth, a.device) * (a - b).square()).mean()
 
 
-def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet, traj: Trajectories,
-                    cfg: DistillConfig, clips: int):
-    """One step: trajectory regression on a stored teacher batch + guidance distillation (keyframe)."""
+def student_levels(steps: int) -> torch.Tensor:
+    """The noise levels a ``steps``-step student is evaluated at (σ_max first, σ ≈ 0 left out)."""
+    levels = ays_sigmas(steps)[:-1].float()
+    return levels[levels > 0.01]
+
+
+def level_input(target: torch.Tensor, noise: torch.Tensor, level: float, first: bool) -> torch.Tensor:
+    """The student's input at ``level``: pure noise scaled as the sampler starts (``first``: σ_max),
+    else ``target`` re-noised to ``level``."""
+    return noise * (1.0 + level**2) ** 0.5 if first else target + level * noise
+
+
+def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage | None, lat: LatentSet,
+                    traj: Trajectories | None, cfg: DistillConfig, clips: int):
+    """One step: trajectory regression on a stored teacher batch + guidance distillation (keyframe)
+    + the data loss. With no ``teacher`` (and no ``traj``) only the data loss trains the student:
+    fine-tuning a shipped student on real clips."""
+    if cfg.data_levels not in DATA_LEVELS:
+        raise ValueError(f"data_levels must be one of {DATA_LEVELS}, not {cfg.data_levels!r}")
+    if teacher is None and cfg.data_weight <= 0:
+        raise ValueError("without a teacher the data loss is the only loss: data_weight must be > 0")
     kind = student.config.kind
-    levels = ays_sigmas(cfg.student_steps)[:-1].float()
-    levels = levels[levels > 0.01]
-    guider = teacher_guider(teacher, cfg)
+    levels = student_levels(cfg.student_steps)
+    guider = teacher_guider(teacher, cfg) if teacher is not None else None
+
+    def at_level(batch, target: torch.Tensor, noise: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Weighted error of the student's prediction of ``target`` from a random level of its schedule."""
+        pick = int(torch.randint(0, len(levels), (1,), generator=gen))
+        level = float(levels[pick])
+        x = level_input(target, noise, level, first=pick == 0)
+        pred = denoise(student.network, x, torch.full((x.shape[0],), level), conditioning(student, batch), WINDOW)
+        return _weighted_mse(pred, target, kind, batch.mouth)
 
     def step(i: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        k = int(torch.randint(0, len(traj.batches), (1,), generator=gen))
-        batch, noise, target = traj.batches[k], traj.noise[k], traj.samples[k]
-        cond = conditioning(student, batch)
-        level = levels[int(torch.randint(0, len(levels), (1,), generator=gen))]
-        rows = noise.shape[0]
-        sigma = torch.full((rows,), float(level))
-        if k % 2 == 0 or level == levels[0]:
-            x = noise * torch.sqrt(1.0 + level**2) if level == levels[0] else target + level * noise
-        else:
-            x = target + level * noise
-        pred = denoise(student.network, x, sigma, cond, WINDOW)
-        traj_loss = _weighted_mse(pred, target, kind, batch.mouth)
-        logs = {"traj": float(traj_loss.detach())}
-        loss = traj_loss
-        if kind == "keyframe" and cfg.guided:
+        loss = torch.zeros(())
+        logs: dict[str, float] = {}
+        if traj is not None:
+            k = int(torch.randint(0, len(traj.batches), (1,), generator=gen))
+            traj_loss = at_level(traj.batches[k], traj.samples[k], traj.noise[k], gen)
+            logs["traj"] = float(traj_loss.detach())
+            loss = loss + traj_loss
+        if guider is not None and kind == "keyframe" and cfg.guided:
             fresh = sample_batch(kind, lat, clips, gen)
             c_t = conditioning(teacher, fresh)
             s = sample_sigma(clips, gen)
@@ -126,7 +154,11 @@ def distill_step_fn(student: KeyFaceStage, teacher: KeyFaceStage, lat: LatentSet
             loss = loss + gd
             logs["guidance"] = float(gd.detach())
         if cfg.data_weight > 0:
-            data_loss, _ = diffusion_loss(student, sample_batch(kind, lat, clips, gen), gen)
+            real = sample_batch(kind, lat, clips, gen)
+            if cfg.data_levels == "student":
+                data_loss = at_level(real, real.x0, torch.randn(real.x0.shape, generator=gen), gen)
+            else:
+                data_loss, _ = diffusion_loss(student, real, gen)
             loss = loss + cfg.data_weight * data_loss
             logs["data"] = float(data_loss.detach())
         return loss, logs

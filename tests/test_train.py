@@ -256,3 +256,86 @@ def test_distill_cli_ships_a_student_with_its_step_count(sessions: SessionSet, t
     bundle = load_bundle(ship)
     assert (bundle.sampling.keyframe_steps, bundle.sampling.interpolation_steps) == (3, 2)
     assert bundle.sampling.keyframe_guidance == bundle.sampling.interpolation_guidance == "none"
+
+
+def test_data_only_fine_tuning_needs_no_teacher_and_uses_the_student_levels(latents) -> None:
+    from engine.sampling.denoiser import denoise
+    from export.distill import _weighted_mse, level_input
+    from export.train.diffusion import WINDOW, conditioning
+
+    _, lat = latents
+    torch.manual_seed(0)
+    student = make_student(KeyFaceStage(demo_stage("interpolation")))
+    cfg = DistillConfig(student_steps=1, data_weight=1.0, data_levels="student")
+    step = distill_step_fn(student, None, lat, None, cfg, 1)
+    _, logs = step(0, torch.Generator().manual_seed(5))
+    # the same draw by hand: a 1-step student sees pure noise at sigma_max and must predict the clip
+    gen = torch.Generator().manual_seed(5)
+    batch = sample_batch("interpolation", lat, 1, gen)
+    noise = torch.randn(batch.x0.shape, generator=gen)
+    x = level_input(batch.x0, noise, 700.0, first=True)
+    assert torch.allclose(x, noise * (1 + 700.0**2) ** 0.5)
+    with torch.no_grad():
+        pred = denoise(student.network, x, torch.full((x.shape[0],), 700.0), conditioning(student, batch), WINDOW)
+    assert set(logs) == {"data"}
+    assert logs["data"] == pytest.approx(float(_weighted_mse(pred, batch.x0, "interpolation", batch.mouth)), rel=1e-5)
+    before = copy.deepcopy(student.state_dict())
+    assert all(np.isfinite(train(student, step, LoopConfig(steps=2, warmup=1))))
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+    with pytest.raises(ValueError, match="data_weight"):
+        distill_step_fn(student, None, lat, None, DistillConfig(data_weight=0.0), 1)
+    with pytest.raises(ValueError, match="data_levels"):
+        distill_step_fn(student, None, lat, None, DistillConfig(data_weight=1.0, data_levels="random"), 1)
+
+
+def test_distill_cli_refuses_teacherless_runs_it_cannot_do(tmp_path: Path, capsys) -> None:
+    from keyface.cli import main
+
+    assert main(["distill", "--out", str(tmp_path), "--no-teacher"]) == 2
+    assert "--no-teacher needs --init" in capsys.readouterr().err
+    init = ["--init", str(DEMO_MODEL_DIR), "--no-teacher"]
+    assert main(["distill", "--out", str(tmp_path), *init, "--data-weight", "0"]) == 2
+    assert "--data-weight must be > 0" in capsys.readouterr().err
+    assert main(["distill", "--out", str(tmp_path), *init, "--teacher-dir", str(tmp_path / "t")]) == 2
+    assert "--teacher-dir" in capsys.readouterr().err
+
+
+def test_shipped_model_fine_tunes_on_its_own_latents(sessions: SessionSet, tmp_path: Path) -> None:
+    from engine.bundle import load_bundle
+    from keyface.cli import main
+
+    data = tmp_path / "train.npz"
+    sessions.save(data)
+    work = tmp_path / "ft"
+    assert main(["train", "latents", "--data", str(data), "--weights", str(DEMO_MODEL_DIR), "--out", str(work)]) == 0
+    demo = load_bundle(DEMO_MODEL_DIR)
+    cache = torch.load(work / "latents.pt", weights_only=True)
+    assert cache["latents"].shape == (len(sessions.frames), 4, 16, 16) and cache["sessions"] == 2
+    with torch.no_grad():  # encoded by the demo VAE at its own scale, not recalibrated
+        first = demo.vae.scale_latent(encode_frames(demo.vae, sessions.frames[:2]))
+    assert torch.allclose(cache["latents"][:2], first, atol=1e-5)
+    ship = tmp_path / "ship"
+    assert main(["distill", "--out", str(work), "--init", str(DEMO_MODEL_DIR), "--no-teacher", "--stages",
+                 "interpolation", "--steps", "2", "--clips", "1", "--data-weight", "1", "--data-levels", "student",
+                 "--ema", "0.9", "--threads", "1", "--ship", str(ship)]) == 0
+    tuned = load_bundle(ship)
+    assert tuned.vae.scale_factor == demo.vae.scale_factor
+    kf, new_kf = demo.keyframe.state_dict(), tuned.keyframe.state_dict()
+    assert all(torch.equal(kf[k], new_kf[k]) for k in kf)  # not in --stages: the --init stage, unchanged
+    ip, new_ip = demo.interpolation.state_dict(), tuned.interpolation.state_dict()
+    assert any(not torch.equal(ip[k], new_ip[k]) for k in ip)
+    assert "ema" in torch.load(work / "student_interpolation.pt", weights_only=True)
+
+
+def test_data_generation_in_worker_processes_equals_one_process() -> None:
+    from export.train.dataset import generate
+
+    one = generate(3, "heldout", utterances=1)
+    two = generate(3, "heldout", utterances=1, workers=2)
+    assert list(one.starts) == list(two.starts) and len(one.identity_seeds) == 3
+    for name in SessionSet.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name), err_msg=name)
+    merged = SessionSet.concat([one.subset(1), two])  # session 0 twice, then sessions 1 and 2
+    n0 = one.span(0)[1]
+    assert merged.num_sessions == 4 and merged.span(1) == (n0, 2 * n0) and merged.span(3)[1] == n0 + len(two.frames)
+    np.testing.assert_array_equal(merged.frames[n0 : 2 * n0], one.frames[:n0])

@@ -8,6 +8,9 @@ offsets, ``neutral`` (S, H, W, 3) identity images, ``identity_seeds`` (S,), ``au
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,14 @@ class SessionSet:
         )
 
     @classmethod
+    def concat(cls, parts: list[SessionSet]) -> SessionSet:
+        """The sessions of ``parts``, in order, as one set."""
+        offsets = np.cumsum([0] + [int(p.starts[-1]) for p in parts[:-1]])
+        starts = np.concatenate([parts[0].starts[:1]] + [p.starts[1:] + o for p, o in zip(parts, offsets, strict=True)])
+        fields = {f: np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__ if f != "starts"}
+        return cls(**fields, starts=starts)
+
+    @classmethod
     def load(cls, path: str | Path) -> SessionSet:
         if not Path(path).is_file():
             raise InputError(f"no training data at {path}: make it with `keyface train data --out DIR`, or pass --data")
@@ -98,15 +109,31 @@ def clip_session(index: int, split: str = "train", size: int = 64, seed: int = 0
 
 def generate(
     count: int, split: str = "train", size: int = 64, seed: int = 0, utterances: int = 4, n_mels: int = N_MELS,
-    source: str = "sessions",
+    source: str = "sessions", workers: int = 1,
 ) -> SessionSet:
-    """``count`` sessions of ``split`` with their log-mel rows (``source``: see :data:`SOURCES`)."""
+    """``count`` sessions of ``split`` with their log-mel rows (``source``: see :data:`SOURCES`),
+    made by ``workers`` processes (each a contiguous share; the result does not depend on it)."""
     if source not in SOURCES:
         raise InputError(f"unknown data source {source!r} (expected one of {', '.join(SOURCES)})")
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, not {workers}")
+    bounds = np.linspace(0, count, min(workers, max(count, 1)) + 1).round().astype(int)
+    jobs = [(int(a), int(b), split, size, seed, utterances, n_mels, source, i) for i, (a, b) in
+            enumerate(itertools.pairwise(bounds))]
+    if len(jobs) == 1:
+        return _generate_range(*jobs[0])
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads are running
+    with ProcessPoolExecutor(len(jobs), mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return SessionSet.concat(list(pool.map(_generate_range, *zip(*jobs, strict=True))))
+
+
+def _generate_range(first: int, end: int, split: str, size: int, seed: int, utterances: int, n_mels: int,
+                    source: str, position: int = 0) -> SessionSet:
+    """Sessions ``first … end-1`` of ``split`` (one worker's share of :func:`generate`)."""
     encoder = LogMelEncoder(n_mels)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("frames", "audio_feats", "params", "emotion", "audio")}
     neutral, seeds, starts = [], [], [0]
-    for k in tqdm(range(count), desc=f"sessions ({split}, {source})", unit="session"):
+    for k in tqdm(range(first, end), desc=f"sessions ({split}, {source})", unit="session", position=position):
         s = clip_session(k, split, size, seed) if source == "clips" else make_session(seed + k, split, size, utterances)
         seeds.append(s.identity.seed)
         feats = encoder.encode(torch.from_numpy(s.audio)).numpy()[: s.num_frames]

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.bundle import ModelBundle, SamplingDefaults
+from engine.bundle import ModelBundle, SamplingDefaults, load_bundle
 from engine.errors import InputError
 from engine.models.stage import KeyFaceStage
 from engine.models.vae import AutoencoderKL
@@ -46,16 +47,34 @@ def run_vae(data_path: Path, out: Path, steps: int, batch: int = 16, seed: int =
     data = SessionSet.load(data_path)
     vae = train_vae(data, out, steps, batch, lr, seed, file_logger(out, "vae"), device).cpu().eval()
     data = data.subset(sessions) if sessions else data
+    raw = encode_frames(vae, data.frames)
+    return cache_latents(calibrate_scale(vae, raw), data, data_path, out, raw)
+
+
+def cache_latents(vae: AutoencoderKL, data: SessionSet, data_path: Path, out: Path,
+                  raw: torch.Tensor | None = None) -> AutoencoderKL:
+    """Write ``vae`` (weights + config with its latent scale) and the scaled latents of ``data``
+    (every frame and each session's identity image; ``raw``: the frames' unscaled latents when
+    already encoded) to ``out`` for the diffusion stages."""
     with torch.no_grad():
-        raw = encode_frames(vae, data.frames)
-        vae = calibrate_scale(vae, raw)
-        latents = vae.scale_latent(raw)
+        latents = vae.scale_latent(raw if raw is not None else encode_frames(vae, data.frames))
         identity = vae.scale_latent(encode_frames(vae, data.neutral))
+    out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
     (out / "vae.json").write_text(json.dumps(vae.cfg.to_dict()) + "\n", encoding="utf-8")
     cache = {"latents": latents, "identity": identity, "data": str(data_path), "sessions": data.num_sessions}
     torch.save(cache, out / "latents.pt")
     return vae
+
+
+def run_latents(data_path: Path, out: Path, weights: Path, sessions: int = 0) -> AutoencoderKL:
+    """Cache the latents of ``data_path`` with the VAE of the model folder ``weights``, its scale
+    kept: the data for fine-tuning that model's stages (``keyface distill --init``)."""
+    vae = load_bundle(weights).vae
+    if dataclasses.replace(vae.cfg, scale_factor=1.0) != demo_vae():
+        raise InputError(f"{weights}: its VAE is not the demo VAE this trainer caches latents for")
+    data = SessionSet.load(data_path)
+    return cache_latents(vae, data.subset(sessions) if sessions else data, data_path, out)
 
 
 def load_vae(out: Path) -> AutoencoderKL:
