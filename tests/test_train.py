@@ -339,3 +339,25 @@ def test_data_generation_in_worker_processes_equals_one_process() -> None:
     n0 = one.span(0)[1]
     assert merged.num_sessions == 4 and merged.span(1) == (n0, 2 * n0) and merged.span(3)[1] == n0 + len(two.frames)
     np.testing.assert_array_equal(merged.frames[n0 : 2 * n0], one.frames[:n0])
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_the_latents(latents, tmp_path: Path) -> None:
+    from export.train.decoder import mouth_pixels
+    from export.train.run import cache_latents, load_vae, run_decoder
+
+    vae, lat = latents
+    data = tmp_path / "train.npz"
+    lat.data.save(data)
+    cache_latents(vae, lat.data, data, tmp_path)
+    cells = mouth_pixels(lat, np.array([0, int(lat.data.starts[1])]))  # a frame of each session
+    assert cells.shape == (2, 1, 64, 64) and float(cells[:, :, :32].sum()) == 0 < float(cells[1].sum())
+    assert torch.equal(cells[1, 0, ::4, ::4], lat.mouth[1, 0])
+    tuned = run_decoder(tmp_path, steps=3, batch=2, lr=1e-3, ema_decay=0.0)
+    before, after = vae.state_dict(), load_vae(tmp_path).state_dict()
+    assert tuned.scale_factor == vae.scale_factor
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    cached = torch.load(tmp_path / "latents.pt", weights_only=True)["latents"]
+    with torch.no_grad():
+        again = tuned.scale_latent(encode_frames(tuned, lat.data.frames[:4]))
+    assert torch.allclose(again, cached[:4], atol=1e-5)

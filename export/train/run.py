@@ -22,6 +22,7 @@ from engine.models.vae import AutoencoderKL
 
 from .config import IMAGE_SIZE, TEACHER_SAMPLING, demo_audio, demo_stage, demo_vae
 from .dataset import SessionSet
+from .decoder import decoder_parameters, decoder_step_fn
 from .diffusion import LatentSet, stage_step_fn
 from .loop import LoopConfig, train
 from .vae import calibrate_scale, encode_frames, train_vae
@@ -75,6 +76,24 @@ def run_latents(data_path: Path, out: Path, weights: Path, sessions: int = 0) ->
         raise InputError(f"{weights}: its VAE is not the demo VAE this trainer caches latents for")
     data = SessionSet.load(data_path)
     return cache_latents(vae, data.subset(sessions) if sessions else data, data_path, out)
+
+
+def run_decoder(out: Path, steps: int, batch: int = 16, seed: int = 0, device: str = "cpu", lr: float = 1e-4,
+                ema_decay: float = 0.999) -> AutoencoderKL:
+    """Fine-tune the decoder of ``out``'s VAE on ``out``'s cached latents (checkpoint
+    ``out/decoder.pt``); the result (its moving average) replaces ``out/vae.safetensors``, whose
+    encoder, and so every cached latent, is unchanged."""
+    lat = load_latents(out)
+    vae = load_vae(out).to(device).train()
+    params = decoder_parameters(vae)
+    cfg = LoopConfig(steps=steps, lr=lr, seed=seed, warmup=20, ema_decay=ema_decay)
+    train(vae, decoder_step_fn(vae, lat, batch, device), cfg, out / "decoder.pt", desc="decoder",
+          log=file_logger(out, "decoder"), params=params)
+    state = torch.load(out / "decoder.pt", map_location="cpu", weights_only=True)
+    vae = vae.cpu().eval()
+    vae.load_state_dict(state.get("ema", state["model"]))
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
+    return vae.requires_grad_(False)
 
 
 def load_vae(out: Path) -> AutoencoderKL:

@@ -17,6 +17,8 @@ EPILOG = """examples (the demo model's recipe, see docs/demo-model.md):
   keyface train interpolation --out out/train --steps 1500
   keyface train latents --data out/data/train.npz --weights models/demo --out out/finetune
       (latents for fine-tuning a shipped model: keyface distill --init models/demo --no-teacher)
+  keyface train decoder --out out/finetune --steps 3000 --batch 16 --lr 1e-4
+      (then keyface distill --out out/finetune … --ship DIR ships the fine-tuned decoder)
 
 Every stage resumes from its checkpoint in --out when run again with more --steps."""
 
@@ -29,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("what", choices=["data", "vae", "latents", "keyframe", "interpolation"],
-                   help="what to train / make (latents: cache --data's latents with the VAE of --weights)")
+    p.add_argument("what", choices=["data", "vae", "latents", "decoder", "keyframe", "interpolation"],
+                   help="what to train / make (latents: cache --data's latents with the VAE of --weights; "
+                        "decoder: fine-tune the VAE decoder in --out on its cached latents)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, logs, caches)")
     p.add_argument("--data", help="training set .npz (vae, latents; keyframe/interpolation default: the VAE's)")
     p.add_argument("--weights", help="latents: the model folder whose VAE encodes --data (e.g. models/demo)")
@@ -48,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="vae, latents: sessions whose latents are cached (0: all)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--ema", type=float, default=0.999,
-                   help="keyframe/interpolation: decay of the weights' moving average that evaluation, "
+                   help="keyframe/interpolation/decoder: decay of the weights' moving average that evaluation, "
                         "distillation and shipping use (0: none; default 0.999)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda … (default: auto)")
@@ -76,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
             Path(args.data), out, args.steps, 2 * args.batch, args.seed, device, args.lr, args.encode_sessions
         )
         print(f"wrote {out / 'vae.safetensors'} and {out / 'latents.pt'}")
+    elif args.what == "decoder":
+        stages.run_decoder(out, args.steps, args.batch, args.seed, device, args.lr, args.ema)
+        print(f"wrote {out / 'vae.safetensors'} (fine-tuned decoder, same encoder)")
     elif args.what == "latents":
         if not args.data or not args.weights:
             raise InputError("latents needs --data (the sessions) and --weights (the model whose VAE encodes them)")
