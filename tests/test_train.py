@@ -361,3 +361,39 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_the_latents(latents, tmp_path
     with torch.no_grad():
         again = tuned.scale_latent(encode_frames(tuned, lat.data.frames[:4]))
     assert torch.allclose(again, cached[:4], atol=1e-5)
+
+
+def test_lip_sync_breakdown_separates_keyframes_offsets_and_gains() -> None:
+    from export.eval import lip_sync_stats
+
+    rng = np.random.default_rng(0)
+    jaw = [rng.random(40), rng.random(27)]
+    good = [j.copy() for j in jaw]
+    good[0][1::13] = 1.0 - jaw[0][1::13]  # spoil frames between keyframes only
+    stats = lip_sync_stats(good, jaw, spacing=13)
+    assert stats.keyframes == pytest.approx(1.0) and stats.between < 0.99
+    scaled = lip_sync_stats([2.0 * jaw[0] + 0.1, 0.5 * jaw[1] - 0.2], jaw)
+    assert stats.offsets[1] == pytest.approx(0.0) and stats.gains[1] == pytest.approx(1.0)
+    assert scaled.per_clip == pytest.approx([1.0, 1.0])  # each clip is a perfect linear map …
+    assert scaled.r < 0.99  # … but the identity-dependent offset and gain lower the pooled r
+    assert scaled.gains == pytest.approx([2.0, 0.5])
+    assert scaled.offsets == pytest.approx([jaw[0].mean() + 0.1, -0.5 * jaw[1].mean() - 0.2])
+
+
+@pytest.mark.skipif(not (DEMO_MODEL_DIR / "keyface.json").is_file(), reason="no demo model in this checkout")
+def test_eval_cli_measures_the_chosen_held_out_sessions(sessions: SessionSet, tmp_path: Path, capsys) -> None:
+    import json
+
+    from keyface.cli import main
+
+    data = tmp_path / "heldout.npz"
+    sessions.save(data)
+    report = tmp_path / "report.json"
+    assert main(["eval", "--data", str(data), "--first-clip", "1", "--clips", "1", "--no-emotion",
+                 "--json", str(report), "--threads", "1"]) == 0
+    rep = json.loads(report.read_text())
+    assert rep["clips"] == [1] and len(rep["lip_sync_r_per_clip"]) == 1 == len(rep["mouth_gain_per_clip"])
+    assert all(np.isfinite(rep[k]) for k in ("lip_sync_r", "lip_sync_r_keyframes", "lip_sync_r_between"))
+    assert "held-out sessions 1-1" in capsys.readouterr().out
+    assert main(["eval", "--data", str(data), "--first-clip", "2", "--no-emotion"]) == 2
+    assert "no sessions to evaluate" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import torch
 
 EPILOG = """examples:
   keyface eval --data out/data/heldout.npz --clips 4
-  keyface eval --weights out/teacher --data out/data/heldout.npz --clips 4 --minutes 10"""
+  keyface eval --weights out/teacher --data out/data/heldout.npz --clips 4 --minutes 10
+  keyface eval --data out/data/heldout.npz --first-clip 4 --clips 8 --no-emotion   # sessions 4-11"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="model folder (default: the demo model)")
     p.add_argument("--data", help="held-out set .npz (default: generate --clips sessions now)")
     p.add_argument("--clips", type=int, default=4, help="held-out sessions for lip sync (default 4)")
+    p.add_argument("--first-clip", type=int, default=0,
+                   help="first held-out session measured (default 0: sessions 0 … clips-1)")
     p.add_argument("--minutes", type=float, default=0.0, help="identity drift render length (0: skip)")
     p.add_argument("--no-emotion", action="store_true", help="skip the valence sweep")
     p.add_argument("--json", help="also write the report as JSON here")
@@ -42,16 +45,20 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     bundle = load_bundle(args.weights or default_weights())
-    data = SessionSet.load(args.data) if args.data else generate(args.clips, "heldout")
-    rep = evaluate(bundle, data, args.clips, args.minutes, not args.no_emotion)
+    data = SessionSet.load(args.data) if args.data else generate(args.first_clip + args.clips, "heldout")
+    rep = evaluate(bundle, data, args.clips, args.minutes, not args.no_emotion, args.first_clip)
     s = bundle.sampling
     print(f"model {bundle.name}: keyframe {s.keyframe_steps} steps ({s.keyframe_guidance}), "
           f"interpolation {s.interpolation_steps} steps ({s.interpolation_guidance})")
+    print(f"held-out sessions {rep.clips[0]}-{rep.clips[-1]}")
     print(f"{'metric':<34}{'value':>10}")
     print(f"{'lip sync r (opening vs jaw)':<34}{rep.lip_sync_r:>10.3f}")
     per_clip = rep.lip_sync_r_per_clip
     clips = " ".join(f"{r:.2f}" for r in per_clip)
     print(f"{'lip sync r per clip (mean)':<34}{np.mean(per_clip):>10.3f}  ({clips})")
+    print(f"{'  on keyframes / between them':<34}{rep.lip_sync_r_keyframes:>10.3f} / {rep.lip_sync_r_between:.3f}")
+    print(f"{'mouth offset per clip':<34}  " + " ".join(f"{v:+.2f}" for v in rep.mouth_offset_per_clip))
+    print(f"{'mouth gain per clip':<34}  " + " ".join(f"{v:.2f}" for v in rep.mouth_gain_per_clip))
     print(f"{'identity PSNR, non-mouth (dB)':<34}{rep.identity_psnr:>10.2f}")
     if rep.emotion:
         print(f"{'corner lift at valence -1..+1':<34}  " + " ".join(f"{v:+.2f}" for v in rep.emotion["corner_lift"]))
