@@ -348,12 +348,17 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_the_latents(latents, tmp_path
     vae, lat = latents
     data = tmp_path / "train.npz"
     lat.data.save(data)
-    cache_latents(vae, lat.data, data, tmp_path)
+    shared = tmp_path / "shared"
+    cache_latents(vae, lat.data, data, shared)
+    for name in ("vae.json", "vae.safetensors", "latents.pt"):
+        (tmp_path / name).symlink_to(shared / name)
     cells = mouth_pixels(lat, np.array([0, int(lat.data.starts[1])]))  # a frame of each session
     assert cells.shape == (2, 1, 64, 64) and float(cells[:, :, :32].sum()) == 0 < float(cells[1].sum())
     assert torch.equal(cells[1, 0, ::4, ::4], lat.mouth[1, 0])
     tuned = run_decoder(tmp_path, steps=3, batch=2, lr=1e-3, ema_decay=0.0)
     before, after = vae.state_dict(), load_vae(tmp_path).state_dict()
+    assert not (tmp_path / "vae.safetensors").is_symlink()
+    assert all(torch.equal(before[k], v) for k, v in load_vae(shared).state_dict().items())  # link target kept
     assert tuned.scale_factor == vae.scale_factor
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))

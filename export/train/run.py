@@ -81,8 +81,8 @@ def run_latents(data_path: Path, out: Path, weights: Path, sessions: int = 0) ->
 def run_decoder(out: Path, steps: int, batch: int = 16, seed: int = 0, device: str = "cpu", lr: float = 1e-4,
                 ema_decay: float = 0.999) -> AutoencoderKL:
     """Fine-tune the decoder of ``out``'s VAE on ``out``'s cached latents (checkpoint
-    ``out/decoder.pt``); the result (its moving average) replaces ``out/vae.safetensors``, whose
-    encoder, and so every cached latent, is unchanged."""
+    ``out/decoder.pt``); the result (its moving average) replaces ``out/vae.safetensors`` (a link
+    there is replaced, not written through), whose encoder, and so every cached latent, is unchanged."""
     lat = load_latents(out)
     vae = load_vae(out).to(device).train()
     params = decoder_parameters(vae)
@@ -92,6 +92,7 @@ def run_decoder(out: Path, steps: int, batch: int = 16, seed: int = 0, device: s
     state = torch.load(out / "decoder.pt", map_location="cpu", weights_only=True)
     vae = vae.cpu().eval()
     vae.load_state_dict(state.get("ema", state["model"]))
+    (out / "vae.safetensors").unlink()  # a link to another run's VAE is replaced, not written through
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
     return vae.requires_grad_(False)
 

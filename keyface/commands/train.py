@@ -1,4 +1,4 @@
-"""``keyface train``: the demo model's trainers (data, VAE, latents, keyframe, interpolation)."""
+"""``keyface train``: the demo model's trainers (data, VAE, latents, decoder, keyframe, interpolation)."""
 
 from __future__ import annotations
 
