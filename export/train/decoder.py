@@ -14,7 +14,7 @@ import torch
 
 from engine.models.vae import AutoencoderKL
 
-from .diffusion import MOUTH_WEIGHT, LatentSet
+from .diffusion import LatentSet, mouth_factor
 from .vae import LOWER_WEIGHT, lower_half_weight, to_model_range
 
 
@@ -39,7 +39,7 @@ def decoder_step_fn(vae: AutoencoderKL, lat: LatentSet, batch: int, device: torc
 
     def step(_: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         idx = np.sort(torch.randint(0, len(frames), (batch,), generator=gen).numpy())
-        weight = rows * (1.0 + (MOUTH_WEIGHT - 1.0) * mouth_pixels(lat, idx).to(device))
+        weight = rows * mouth_factor(mouth_pixels(lat, idx).to(device))
         target = to_model_range(frames[idx]).to(device)
         rec = vae.decode(vae.unscale_latent(lat.latents[idx].to(device)), frames_per_call=batch)
         err = rec - target

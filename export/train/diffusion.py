@@ -151,8 +151,13 @@ def loss_weight(kind: str, h: int, mouth: torch.Tensor | None, device: torch.dev
     (b, 1, h, w) mouth cells (repeated over each clip's 14 frames) when ``mouth`` is given."""
     weight = lower_weight(h, LAMBDA_LOWER[kind]).to(device)
     if mouth is not None:
-        weight = weight * (1.0 + (MOUTH_WEIGHT - 1.0) * mouth.to(device).repeat_interleave(WINDOW, 0))
+        weight = weight * mouth_factor(mouth.to(device).repeat_interleave(WINDOW, 0))
     return weight
+
+
+def mouth_factor(mouth: torch.Tensor) -> torch.Tensor:
+    """Loss factor of a 0/1 mouth-cell mask: ``MOUTH_WEIGHT`` on the mouth, 1 elsewhere."""
+    return 1.0 + (MOUTH_WEIGHT - 1.0) * mouth
 
 
 def diffusion_loss(

@@ -60,9 +60,7 @@ def cache_latents(vae: AutoencoderKL, data: SessionSet, data_path: Path, out: Pa
     with torch.no_grad():
         latents = vae.scale_latent(raw if raw is not None else encode_frames(vae, data.frames))
         identity = vae.scale_latent(encode_frames(vae, data.neutral))
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
-    (out / "vae.json").write_text(json.dumps(vae.cfg.to_dict()) + "\n", encoding="utf-8")
+    save_vae(vae, out)
     cache = {"latents": latents, "identity": identity, "data": str(data_path), "sessions": data.num_sessions}
     torch.save(cache, out / "latents.pt")
     return vae
@@ -81,8 +79,8 @@ def run_latents(data_path: Path, out: Path, weights: Path, sessions: int = 0) ->
 def run_decoder(out: Path, steps: int, batch: int = 16, seed: int = 0, device: str = "cpu", lr: float = 1e-4,
                 ema_decay: float = 0.999) -> AutoencoderKL:
     """Fine-tune the decoder of ``out``'s VAE on ``out``'s cached latents (checkpoint
-    ``out/decoder.pt``); the result (its moving average) replaces ``out/vae.safetensors`` (a link
-    there is replaced, not written through), whose encoder, and so every cached latent, is unchanged."""
+    ``out/decoder.pt``); the result (its moving average) replaces ``out/vae.safetensors``, whose
+    encoder, and so every cached latent, is unchanged."""
     lat = load_latents(out)
     vae = load_vae(out).to(device).train()
     params = decoder_parameters(vae)
@@ -92,9 +90,18 @@ def run_decoder(out: Path, steps: int, batch: int = 16, seed: int = 0, device: s
     state = torch.load(out / "decoder.pt", map_location="cpu", weights_only=True)
     vae = vae.cpu().eval()
     vae.load_state_dict(state.get("ema", state["model"]))
-    (out / "vae.safetensors").unlink()  # a link to another run's VAE is replaced, not written through
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
+    save_vae(vae, out)
     return vae.requires_grad_(False)
+
+
+def save_vae(vae: AutoencoderKL, out: Path) -> None:
+    """Write ``out/vae.safetensors`` and ``out/vae.json`` (its config and latent scale), as
+    :func:`load_vae` reads them; links there are replaced, not written through."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("vae.safetensors", "vae.json"):
+        (out / name).unlink(missing_ok=True)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / "vae.safetensors"))
+    (out / "vae.json").write_text(json.dumps(vae.cfg.to_dict()) + "\n", encoding="utf-8")
 
 
 def load_vae(out: Path) -> AutoencoderKL:
